@@ -1,0 +1,92 @@
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::GrayImage;
+
+/// Training-time augmentation of a chest film, each range chosen to stay anatomically plausible.
+///
+/// - **Rotation** up to `max_rotation_deg` (default 7 degrees): children are not always
+///   positioned square to the detector; larger angles do not occur in practice.
+/// - **Scale** in `scale_range` (default 0.9 to 1.1): distance to the detector and body size vary.
+/// - **Shift** up to `max_shift` of the side (default 6%): centring varies between films.
+/// - **Brightness** up to `max_brightness` (default 0.08) and **contrast** in `contrast_range`
+///   (default 0.85 to 1.15): exposure and post-processing differ between machines and days.
+/// - **No horizontal flip**: the heart lies on the left and laterality markers read one way; a
+///   mirrored film is anatomically implausible (dextrocardia is rare) and teaches nothing true.
+///   No vertical flip either.
+///
+/// Geometry is applied with a single bilinear resampling, borders clamped to the edge pixels
+/// (a shifted film shows more of its own border, not a black band the model could key on).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Largest rotation either way, in degrees.
+    pub max_rotation_deg: f32,
+    /// Smallest and largest zoom factor.
+    pub scale_range: (f32, f32),
+    /// Largest translation either way, as a fraction of the image side.
+    pub max_shift: f32,
+    /// Largest additive intensity change either way (intensities are in `[0, 1]`).
+    pub max_brightness: f32,
+    /// Smallest and largest contrast factor around mid-grey.
+    pub contrast_range: (f32, f32),
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            max_rotation_deg: 7.0,
+            scale_range: (0.9, 1.1),
+            max_shift: 0.06,
+            max_brightness: 0.08,
+            contrast_range: (0.85, 1.15),
+        }
+    }
+}
+
+fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
+    if hi > lo {
+        rng.random_range(lo..hi)
+    } else {
+        lo
+    }
+}
+
+/// Returns a randomly rotated, scaled, shifted and re-exposed copy of `image` (same size).
+pub fn augment(image: &GrayImage, config: &AugmentConfig, rng: &mut impl Rng) -> GrayImage {
+    let angle = uniform(rng, -config.max_rotation_deg, config.max_rotation_deg).to_radians();
+    let scale = uniform(rng, config.scale_range.0, config.scale_range.1);
+    let (w, h) = image.dimensions();
+    let shift_x = uniform(rng, -config.max_shift, config.max_shift) * w as f32;
+    let shift_y = uniform(rng, -config.max_shift, config.max_shift) * h as f32;
+    let brightness = uniform(rng, -config.max_brightness, config.max_brightness);
+    let contrast = uniform(rng, config.contrast_range.0, config.contrast_range.1);
+
+    // Inverse map: output pixel -> source pixel, rotating and scaling about the centre.
+    let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let (sin, cos) = angle.sin_cos();
+    let inv_scale = 1.0 / scale.max(1e-3);
+    let src = image.as_raw();
+    let mut out = GrayImage::new(w, h);
+    for (y, row) in out.as_mut().chunks_exact_mut(w as usize).enumerate() {
+        let dy = y as f32 - cy - shift_y;
+        for (x, value) in row.iter_mut().enumerate() {
+            let dx = x as f32 - cx - shift_x;
+            let sx = (cos * dx + sin * dy) * inv_scale + cx;
+            let sy = (-sin * dx + cos * dy) * inv_scale + cy;
+            let v = bilinear_clamped(src, w as usize, h as usize, sx, sy);
+            *value = ((v - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0);
+        }
+    }
+    out
+}
+
+fn bilinear_clamped(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let top = src[y0 * w + x0] * (1.0 - fx) + src[y0 * w + x1] * fx;
+    let bottom = src[y1 * w + x0] * (1.0 - fx) + src[y1 * w + x1] * fx;
+    top * (1.0 - fy) + bottom * fy
+}

@@ -1,0 +1,78 @@
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::{MobileNetV2, MobileNetV2Config, ScratchCnn, ScratchCnnConfig};
+
+/// Which network a bundle holds, with its configuration; serialised into `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Architecture {
+    /// [`ScratchCnn`].
+    ScratchCnn(ScratchCnnConfig),
+    /// [`MobileNetV2`] with one output.
+    MobileNetV2(MobileNetV2Config),
+}
+
+/// A pneumonia classifier: images in, one logit per image out (positive: pneumonia).
+#[derive(Debug, Clone)]
+pub enum Classifier {
+    /// A from-scratch CNN.
+    ScratchCnn(ScratchCnn),
+    /// ImageNet-pretrained MobileNetV2 with a one-logit head.
+    MobileNetV2(MobileNetV2),
+}
+
+impl Classifier {
+    /// Builds the network described by `architecture` with variables from `vb`.
+    pub fn new(architecture: &Architecture, vb: VarBuilder) -> Result<Self> {
+        match architecture {
+            Architecture::ScratchCnn(c) => Ok(Classifier::ScratchCnn(ScratchCnn::new(c, vb)?)),
+            Architecture::MobileNetV2(c) => {
+                if c.num_outputs != 1 {
+                    candle_core::bail!(
+                        "a pneumonia classifier has one output, config asks {}",
+                        c.num_outputs
+                    );
+                }
+                Ok(Classifier::MobileNetV2(MobileNetV2::new(*c, vb)?))
+            }
+        }
+    }
+
+    /// Evaluation-mode logits of shape `(N,)`.
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    /// The parameters training may change: everything for the scratch CNN; the classifier and
+    /// the configured top stages for MobileNetV2. BatchNorm running statistics are excluded.
+    pub fn trainable_vars(&self, varmap: &VarMap) -> Vec<Var> {
+        let prefixes = match self {
+            Classifier::ScratchCnn(_) => vec![String::new()],
+            Classifier::MobileNetV2(m) => m.trainable_prefixes(),
+        };
+        let vars = varmap
+            .data()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut chosen: Vec<(&String, &Var)> = vars
+            .iter()
+            .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p.as_str())))
+            .filter(|(name, _)| !name.ends_with("running_mean") && !name.ends_with("running_var"))
+            .collect();
+        chosen.sort_by(|a, b| a.0.cmp(b.0));
+        chosen.into_iter().map(|(_, v)| v.clone()).collect()
+    }
+}
+
+impl ModuleT for Classifier {
+    /// Logits of shape `(N,)`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let logits = match self {
+            Classifier::ScratchCnn(m) => m.forward_t(x, train)?,
+            Classifier::MobileNetV2(m) => m.forward_t(x, train)?,
+        };
+        logits.squeeze(1)
+    }
+}

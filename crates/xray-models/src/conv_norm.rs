@@ -1,0 +1,127 @@
+use candle_core::{Result, Tensor};
+use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
+
+use crate::{depthwise_conv2d, FrozenBatchNorm};
+
+/// How a convolution mixes channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKind {
+    /// Every output channel sees every input channel.
+    Dense,
+    /// One filter per channel (`groups == channels`), computed by [`depthwise_conv2d`].
+    Depthwise,
+}
+
+/// A bias-free convolution: dense, 1x1 (as a matrix product) or depthwise.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    weight: Tensor,
+    kind: ConvKind,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    /// A `kernel` x `kernel` convolution with "same" padding, weight named `weight` in `vb`.
+    pub fn new(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        kind: ConvKind,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let fan_in = if kind == ConvKind::Depthwise { 1 } else { in_c };
+        let weight = vb.get_with_hints(
+            (out_c, fan_in, kernel, kernel),
+            "weight",
+            DEFAULT_KAIMING_NORMAL,
+        )?;
+        Ok(Conv {
+            weight,
+            kind,
+            stride,
+            padding: (kernel - 1) / 2,
+        })
+    }
+
+    /// Applies the convolution to an `(N, C, H, W)` input.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (out_c, _, k, _) = self.weight.dims4()?;
+        match self.kind {
+            ConvKind::Depthwise => depthwise_conv2d(x, &self.weight, self.stride, self.padding),
+            ConvKind::Dense if k == 1 && self.stride == 1 => {
+                // A 1x1 convolution is a matrix product: skip im2col's copy.
+                let (n, c, h, w) = x.dims4()?;
+                let w2 = self
+                    .weight
+                    .reshape((1, out_c, c))?
+                    .broadcast_as((n, out_c, c))?;
+                w2.matmul(&x.reshape((n, c, h * w))?)?
+                    .reshape((n, out_c, h, w))
+            }
+            ConvKind::Dense if self.stride == 1 => im2col_conv(x, &self.weight, self.padding),
+            ConvKind::Dense => x.conv2d(&self.weight, self.padding, self.stride, 1, 1),
+        }
+    }
+}
+
+/// A stride-1 convolution written as shifted views and one matrix product, so that its
+/// backward is matrix products too (candle's own input gradient is a slow direct loop).
+fn im2col_conv(x: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (out_c, _, k, _) = weight.dims4()?;
+    let (oh, ow) = (h + 2 * padding + 1 - k, w + 2 * padding + 1 - k);
+    let padded = x
+        .pad_with_zeros(2, padding, padding)?
+        .pad_with_zeros(3, padding, padding)?;
+    let mut shifted = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            shifted.push(padded.narrow(2, ky, oh)?.narrow(3, kx, ow)?);
+        }
+    }
+    // (N, C, K*K, OH, OW) matches the weight's (O, C, K, K) flattening.
+    let columns = Tensor::stack(&shifted, 2)?.reshape((n, c * k * k, oh * ow))?;
+    let w2 = weight
+        .reshape((1, out_c, c * k * k))?
+        .broadcast_as((n, out_c, c * k * k))?;
+    w2.matmul(&columns)?.reshape((n, out_c, oh, ow))
+}
+
+/// Convolution, frozen-statistics BatchNorm and optionally ReLU6: torchvision's
+/// `Conv2dNormActivation` (`<prefix>.0.weight`, `<prefix>.1.*`).
+#[derive(Debug, Clone)]
+pub struct ConvNormAct {
+    conv: Conv,
+    norm: FrozenBatchNorm,
+    relu6: bool,
+}
+
+impl ConvNormAct {
+    /// Convolution + BatchNorm + ReLU6 under `vb` (`0` is the convolution, `1` the norm).
+    pub fn new(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        kind: ConvKind,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(ConvNormAct {
+            conv: Conv::new(in_c, out_c, kernel, stride, kind, vb.pp(0))?,
+            norm: FrozenBatchNorm::new(out_c, vb.pp(1))?,
+            relu6: true,
+        })
+    }
+
+    /// Applies convolution, norm and activation.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.norm.forward(&self.conv.forward(x)?)?;
+        if self.relu6 {
+            y.clamp(0f32, 6f32)
+        } else {
+            Ok(y)
+        }
+    }
+}

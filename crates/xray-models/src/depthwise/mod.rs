@@ -1,0 +1,231 @@
+//! Depthwise 2-D convolution (`groups == channels`) as a candle custom op with its backward.
+//!
+//! candle 0.11 runs a grouped convolution as one convolution per group, which makes
+//! MobileNetV2 about 20x slower than it needs to be on CPU and its backward memory-hungry.
+//! On CPU this op computes all channels in one pass; on other devices it falls back to
+//! candle's grouped `conv2d`.
+
+mod cpu;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use cpu::Geometry;
+
+/// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, K, K)` (f32 or f64): square
+/// kernel of any size, the same `padding` on every side, any `stride`, dilation 1, no bias.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::ones((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+/// let w = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let y = xray_models::depthwise_conv2d(&x, &w, 1, 1)?;
+/// assert_eq!(y.dims(), &[1, 2, 4, 4]);
+/// assert_eq!(y.get(0)?.get(0)?.get(1)?.get(1)?.to_scalar::<f32>()?, 9.0);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn depthwise_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    if wc != c || one != 1 || kh != kw {
+        bail!(
+            "depthwise_conv2d: weight shape {:?} does not fit input {:?}: expected ({c}, 1, K, K)",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    if stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
+        bail!("depthwise_conv2d: kernel {kh}, stride {stride}, padding {padding} do not fit a {h}x{w} input");
+    }
+    if !x.device().is_cpu() {
+        return x.conv2d(weight, padding, stride, 1, c);
+    }
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, DepthwiseConv2d { stride, padding })
+}
+
+fn geometry(
+    x: &Layout,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Geometry> {
+    let (batch, channels, in_h, in_w) = x.shape().dims4()?;
+    Ok(Geometry {
+        batch,
+        channels,
+        in_h,
+        in_w,
+        kernel,
+        stride,
+        padding,
+    })
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("depthwise_conv2d: {what} must be contiguous"),
+    }
+}
+
+/// Runs `kernel` on two f32 or two f64 storages.
+fn dispatch(
+    (s1, l1, what1): (&CpuStorage, &Layout, &str),
+    (s2, l2, what2): (&CpuStorage, &Layout, &str),
+    kernel_f32: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    kernel_f64: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(kernel_f32(
+            slice(a, l1, what1)?,
+            slice(b, l2, what2)?,
+        ))),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(kernel_f64(
+            slice(a, l1, what1)?,
+            slice(b, l2, what2)?,
+        ))),
+        _ => bail!(
+            "depthwise_conv2d: {what1} and {what2} must both be f32 or both f64, got {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
+}
+
+struct DepthwiseConv2d {
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp2 for DepthwiseConv2d {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let kernel = l2.shape().dims4()?.2;
+        let g = geometry(l1, kernel, self.stride, self.padding)?;
+        let out = dispatch(
+            (s1, l1, "input"),
+            (s2, l2, "weight"),
+            |x, w| cpu::forward(x, w, &g),
+            |x, w| cpu::forward(x, w, &g),
+        )?;
+        Ok((
+            out,
+            Shape::from((g.batch, g.channels, g.out_h(), g.out_w())),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (_, _, in_h, in_w) = x.dims4()?;
+        let grad_x = grad.apply_op2_no_bwd(
+            weight,
+            &InputGrad {
+                stride: self.stride,
+                padding: self.padding,
+                in_h,
+                in_w,
+            },
+        )?;
+        let grad_w = x.apply_op2_no_bwd(
+            &grad,
+            &WeightGrad {
+                stride: self.stride,
+                padding: self.padding,
+                kernel: weight.dim(2)?,
+            },
+        )?;
+        Ok((Some(grad_x), Some(grad_w)))
+    }
+}
+
+/// `(grad_out, weight) -> grad_input`.
+struct InputGrad {
+    stride: usize,
+    padding: usize,
+    in_h: usize,
+    in_w: usize,
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, channels, _, _) = l1.shape().dims4()?;
+        let kernel = l2.shape().dims4()?.2;
+        let g = Geometry {
+            batch,
+            channels,
+            in_h: self.in_h,
+            in_w: self.in_w,
+            kernel,
+            stride: self.stride,
+            padding: self.padding,
+        };
+        let out = dispatch(
+            (s1, l1, "output gradient"),
+            (s2, l2, "weight"),
+            |go, w| cpu::input_grad(go, w, &g),
+            |go, w| cpu::input_grad(go, w, &g),
+        )?;
+        Ok((out, Shape::from((batch, channels, self.in_h, self.in_w))))
+    }
+}
+
+/// `(input, grad_out) -> grad_weight`.
+struct WeightGrad {
+    stride: usize,
+    padding: usize,
+    kernel: usize,
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geometry(l1, self.kernel, self.stride, self.padding)?;
+        let out = dispatch(
+            (s1, l1, "input"),
+            (s2, l2, "output gradient"),
+            |x, go| cpu::weight_grad(x, go, &g),
+            |x, go| cpu::weight_grad(x, go, &g),
+        )?;
+        Ok((out, Shape::from((g.channels, 1, self.kernel, self.kernel))))
+    }
+}

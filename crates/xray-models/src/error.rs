@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+/// Errors from building models and loading their weights.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A weights file could not be read or parsed.
+    #[error("cannot read weights file {path}: {reason}")]
+    ReadWeights { path: PathBuf, reason: String },
+    /// The model needs a tensor the file does not have.
+    #[error("weights file {path} has no tensor `{tensor}` (expected shape {expected:?})")]
+    MissingTensor {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+    },
+    /// A tensor exists but has the wrong shape.
+    #[error("tensor `{tensor}` in {path} has shape {actual:?}, the model expects {expected:?}")]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    /// The file holds tensors the model does not use (a different architecture).
+    #[error("weights file {path} holds {count} tensor(s) the model does not use, e.g. `{first}`")]
+    UnexpectedTensors {
+        path: PathBuf,
+        count: usize,
+        first: String,
+    },
+    /// A configuration value out of range.
+    #[error("invalid model configuration: {parameter}: {reason}")]
+    InvalidConfig {
+        parameter: &'static str,
+        reason: String,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}

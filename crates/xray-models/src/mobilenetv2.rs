@@ -1,0 +1,187 @@
+use candle_core::{Result, Tensor};
+use candle_nn::{linear, Linear, Module, ModuleT, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::conv_norm::{ConvKind, ConvNormAct};
+use crate::InvertedResidual;
+
+/// Width of the pooled features MobileNetV2 hands to its classifier.
+pub const MOBILENET_V2_FEATURES: usize = 1280;
+
+/// Number of feature stages (`features.0` to `features.18` in torchvision).
+pub const MOBILENET_V2_STAGES: usize = 19;
+
+/// `(expand ratio, output channels, repeats, first stride)` of each group of inverted residuals
+/// (Sandler et al., 2018, table 2; width multiplier 1.0).
+const INVERTED_RESIDUAL_SETTINGS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// MobileNetV2 options. Padding is symmetric (torchvision's), not Keras' asymmetric stride-2 pad.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MobileNetV2Config {
+    /// Outputs of the classifier: 1 logit for pneumonia, 1000 for ImageNet.
+    pub num_outputs: usize,
+    /// Dropout before the classifier in training (torchvision: 0.2).
+    pub dropout: f32,
+    /// How many feature stages, counted from the top, are trained (0: frozen backbone, only the
+    /// classifier learns; 19: everything).
+    pub trainable_stages: usize,
+}
+
+impl MobileNetV2Config {
+    /// One pneumonia logit on a frozen ImageNet backbone.
+    pub fn pneumonia() -> Self {
+        MobileNetV2Config {
+            num_outputs: 1,
+            dropout: 0.2,
+            trainable_stages: 0,
+        }
+    }
+
+    /// The 1000-class ImageNet classifier, as the shared weights ship.
+    pub fn imagenet() -> Self {
+        MobileNetV2Config {
+            num_outputs: 1000,
+            ..Self::pneumonia()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Stage {
+    ConvNormAct(ConvNormAct),
+    InvertedResidual(InvertedResidual),
+}
+
+impl Stage {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Stage::ConvNormAct(m) => m.forward(x),
+            Stage::InvertedResidual(m) => m.forward(x),
+        }
+    }
+}
+
+/// MobileNetV2 with torchvision's tensor names, so `../shared/weights` loads without renaming.
+///
+/// Input: `(N, 3, H, W)` scaled to `[-1, 1]`. BatchNorm uses stored statistics in training too
+/// (see [`crate::FrozenBatchNorm`]). In training, stages below the trainable ones run detached
+/// from the autograd graph, so their gradients are never computed.
+#[derive(Debug, Clone)]
+pub struct MobileNetV2 {
+    stages: Vec<Stage>,
+    classifier: Linear,
+    config: MobileNetV2Config,
+}
+
+impl MobileNetV2 {
+    /// Builds the network under `vb` (`features.*`, `classifier.1.*`).
+    pub fn new(config: MobileNetV2Config, vb: VarBuilder) -> Result<Self> {
+        if config.trainable_stages > MOBILENET_V2_STAGES {
+            candle_core::bail!(
+                "trainable_stages {} exceeds the {MOBILENET_V2_STAGES} stages",
+                config.trainable_stages
+            );
+        }
+        let features = vb.pp("features");
+        let mut stages = vec![Stage::ConvNormAct(ConvNormAct::new(
+            3,
+            32,
+            3,
+            2,
+            ConvKind::Dense,
+            features.pp(0),
+        )?)];
+        let mut in_c = 32;
+        for (t, c, n, s) in INVERTED_RESIDUAL_SETTINGS {
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                let block = InvertedResidual::new(in_c, c, stride, t, features.pp(stages.len()))?;
+                stages.push(Stage::InvertedResidual(block));
+                in_c = c;
+            }
+        }
+        let last = ConvNormAct::new(
+            in_c,
+            MOBILENET_V2_FEATURES,
+            1,
+            1,
+            ConvKind::Dense,
+            features.pp(stages.len()),
+        )?;
+        stages.push(Stage::ConvNormAct(last));
+        let classifier = linear(
+            MOBILENET_V2_FEATURES,
+            config.num_outputs,
+            vb.pp("classifier").pp(1),
+        )?;
+        Ok(MobileNetV2 {
+            stages,
+            classifier,
+            config,
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &MobileNetV2Config {
+        &self.config
+    }
+
+    /// Globally pooled features `(N, 1280)`, differentiable with respect to the input.
+    pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
+        self.features(x, false)
+    }
+
+    /// With `detach_frozen`, the activations entering the first trainable stage are cut from
+    /// the autograd graph, so training never back-propagates through frozen stages.
+    fn features(&self, x: &Tensor, detach_frozen: bool) -> Result<Tensor> {
+        let first_trainable = MOBILENET_V2_STAGES - self.config.trainable_stages;
+        let mut x = x.clone();
+        for (i, stage) in self.stages.iter().enumerate() {
+            if detach_frozen && i == first_trainable {
+                x = x.detach();
+            }
+            x = stage.forward(&x)?;
+        }
+        if detach_frozen && first_trainable == MOBILENET_V2_STAGES {
+            x = x.detach();
+        }
+        x.mean((2, 3))
+    }
+
+    /// The classifier (`classifier.1`): pooled features to logits.
+    pub fn classifier(&self) -> &Linear {
+        &self.classifier
+    }
+
+    /// Name prefixes of the parameters that training may change.
+    pub fn trainable_prefixes(&self) -> Vec<String> {
+        let first = MOBILENET_V2_STAGES - self.config.trainable_stages;
+        let mut prefixes: Vec<String> = (first..MOBILENET_V2_STAGES)
+            .map(|i| format!("features.{i}."))
+            .collect();
+        prefixes.push("classifier.".to_string());
+        prefixes
+    }
+}
+
+impl ModuleT for MobileNetV2 {
+    /// Logits `(N, num_outputs)`. In training, frozen stages are detached (no gradients); in
+    /// evaluation the whole network stays differentiable, for saliency maps.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let features = self.features(x, train)?;
+        let features = if train && self.config.dropout > 0.0 {
+            candle_nn::ops::dropout(&features, self.config.dropout)?
+        } else {
+            features
+        };
+        self.classifier.forward(&features)
+    }
+}

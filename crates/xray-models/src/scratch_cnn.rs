@@ -1,0 +1,103 @@
+use candle_core::{Result, Tensor};
+use candle_nn::{
+    batch_norm, linear, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::conv_norm::{Conv, ConvKind};
+
+/// A small CNN trained from scratch on gray films: per stage a 3x3 convolution, BatchNorm
+/// (batch statistics in training), ReLU and 2x2 max-pooling; then global average pooling,
+/// dropout and one logit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScratchCnnConfig {
+    /// Input channels (1 for gray).
+    pub in_channels: usize,
+    /// Output channels of each stage.
+    pub channels: Vec<usize>,
+    /// Dropout before the classifier in training.
+    pub dropout: f32,
+}
+
+impl Default for ScratchCnnConfig {
+    fn default() -> Self {
+        ScratchCnnConfig {
+            in_channels: 1,
+            channels: vec![16, 32, 64, 128],
+            dropout: 0.3,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConvBlock {
+    conv: Conv,
+    norm: BatchNorm,
+}
+
+/// The from-scratch CNN. Tensor names: `features.<i>.conv.weight`, `features.<i>.bn.*`, `head.*`.
+#[derive(Debug, Clone)]
+pub struct ScratchCnn {
+    blocks: Vec<ConvBlock>,
+    head: Linear,
+    dropout: f32,
+}
+
+impl ScratchCnn {
+    /// Builds the network under `vb`.
+    pub fn new(config: &ScratchCnnConfig, vb: VarBuilder) -> Result<Self> {
+        if config.channels.is_empty() || config.in_channels == 0 {
+            candle_core::bail!(
+                "scratch CNN needs input channels and at least one stage, got {config:?}"
+            );
+        }
+        let mut in_c = config.in_channels;
+        let mut blocks = Vec::with_capacity(config.channels.len());
+        for (i, &out_c) in config.channels.iter().enumerate() {
+            let vb = vb.pp("features").pp(i);
+            blocks.push(ConvBlock {
+                conv: Conv::new(in_c, out_c, 3, 1, ConvKind::Dense, vb.pp("conv"))?,
+                norm: batch_norm(out_c, BatchNormConfig::default(), vb.pp("bn"))?,
+            });
+            in_c = out_c;
+        }
+        Ok(ScratchCnn {
+            blocks,
+            head: linear(in_c, 1, vb.pp("head"))?,
+            dropout: config.dropout,
+        })
+    }
+}
+
+impl ModuleT for ScratchCnn {
+    /// Logits `(N, 1)`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for block in &self.blocks {
+            x = block
+                .norm
+                .forward_t(&block.conv.forward(&x)?, train)?
+                .relu()?;
+            x = max_pool_2x2(&x)?;
+        }
+        let mut features = x.mean((2, 3))?;
+        if train && self.dropout > 0.0 {
+            features = candle_nn::ops::dropout(&features, self.dropout)?;
+        }
+        self.head.forward(&features)
+    }
+}
+
+/// 2x2 max-pooling with stride 2 (odd trailing rows and columns dropped, as `max_pool2d` does),
+/// written as reshape and max so that its gradient is exact: candle 0.11's `max_pool2d` backward
+/// scales the gradient by 1/4.
+pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h / 2, w / 2);
+    let x = if (h, w) == (2 * oh, 2 * ow) {
+        x.clone()
+    } else {
+        x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)?
+    };
+    x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3)
+}

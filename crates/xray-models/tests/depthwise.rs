@@ -1,0 +1,212 @@
+//! The depthwise op against a naive f64 loop (forward, input and weight gradients) on random
+//! shapes, strides, paddings and batch sizes, including odd sizes and 1x1 maps.
+
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use xray_models::depthwise_conv2d;
+
+struct Case {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Case {
+    fn out(&self) -> (usize, usize) {
+        (
+            (self.h + 2 * self.pad - self.k) / self.stride + 1,
+            (self.w + 2 * self.pad - self.k) / self.stride + 1,
+        )
+    }
+}
+
+/// Returns (y, dL/dx, dL/dw) for L = sum(y * g), by direct summation in f64.
+fn naive(case: &Case, x: &[f32], w: &[f32], g: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let Case {
+        n,
+        c,
+        h,
+        w: wd,
+        k,
+        stride,
+        pad,
+    } = *case;
+    let (oh, ow) = case.out();
+    let mut y = vec![0f64; n * c * oh * ow];
+    let mut gx = vec![0f64; n * c * h * wd];
+    let mut gw = vec![0f64; c * k * k];
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = ((b * c + ch) * oh + oy) * ow + ox;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            let i = ((b * c + ch) * h + iy as usize) * wd + ix as usize;
+                            let wi = (ch * k + ky) * k + kx;
+                            y[o] += x[i] as f64 * w[wi] as f64;
+                            gx[i] += g[o] as f64 * w[wi] as f64;
+                            gw[wi] += g[o] as f64 * x[i] as f64;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, gx, gw)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (*g as f64 - w).abs() / scale;
+        assert!(
+            err <= 1e-4,
+            "{what}[{i}]: got {g}, want {w} (relative error {err:.2e})"
+        );
+    }
+}
+
+fn random_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn check(case: &Case, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let (oh, ow) = case.out();
+    let xs = random_vec(rng, case.n * case.c * case.h * case.w);
+    let ws = random_vec(rng, case.c * case.k * case.k);
+    let gs = random_vec(rng, case.n * case.c * oh * ow);
+    let x = Var::from_vec(xs.clone(), (case.n, case.c, case.h, case.w), &dev)?;
+    let w = Var::from_vec(ws.clone(), (case.c, 1, case.k, case.k), &dev)?;
+    let g = Tensor::from_vec(gs.clone(), (case.n, case.c, oh, ow), &dev)?;
+    let y = depthwise_conv2d(&x, &w, case.stride, case.pad)?;
+    let grads = (&y * &g)?.sum_all()?.backward()?;
+    let (y_ref, gx_ref, gw_ref) = naive(case, &xs, &ws, &gs);
+    let label = format!(
+        "n{} c{} {}x{} k{} s{} p{}",
+        case.n, case.c, case.h, case.w, case.k, case.stride, case.pad
+    );
+    assert_close(
+        &format!("{label} forward"),
+        &y.flatten_all()?.to_vec1()?,
+        &y_ref,
+    );
+    let gx = grads.get(&x).expect("input gradient");
+    let gw = grads.get(&w).expect("weight gradient");
+    assert_close(
+        &format!("{label} input grad"),
+        &gx.flatten_all()?.to_vec1()?,
+        &gx_ref,
+    );
+    assert_close(
+        &format!("{label} weight grad"),
+        &gw.flatten_all()?.to_vec1()?,
+        &gw_ref,
+    );
+    Ok(())
+}
+
+#[test]
+fn matches_naive_reference_on_random_shapes() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..40 {
+        let k: usize = [1, 3, 5][rng.random_range(0..3)];
+        let stride = rng.random_range(1..=2);
+        let pad = rng.random_range(0..=k / 2 + 1).min(k - 1);
+        let h = rng.random_range(k.saturating_sub(2 * pad).max(1)..12);
+        let w = rng.random_range(k.saturating_sub(2 * pad).max(1)..12);
+        let case = Case {
+            n: rng.random_range(1..4),
+            c: rng.random_range(1..6),
+            h,
+            w,
+            k,
+            stride,
+            pad,
+        };
+        check(&case, &mut rng)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn handles_one_by_one_maps_and_mobilenet_shapes() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for case in [
+        Case {
+            n: 2,
+            c: 4,
+            h: 1,
+            w: 1,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Case {
+            n: 1,
+            c: 3,
+            h: 1,
+            w: 1,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        Case {
+            n: 2,
+            c: 8,
+            h: 14,
+            w: 14,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Case {
+            n: 2,
+            c: 8,
+            h: 15,
+            w: 13,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+    ] {
+        check(&case, &mut rng)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn agrees_with_candle_grouped_convolution() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 6, 9, 9), &dev)?;
+    let w = Tensor::randn(0f32, 1.0, (6, 1, 3, 3), &dev)?;
+    for stride in [1, 2] {
+        let ours = depthwise_conv2d(&x, &w, stride, 1)?;
+        let candle = x.conv2d(&w, 1, stride, 1, 6)?;
+        let diff = (ours - candle)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "stride {stride}: max difference {diff}");
+    }
+    Ok(())
+}
+
+#[test]
+fn rejects_a_weight_that_does_not_fit() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 4, 8, 8), candle_core::DType::F32, &dev)?;
+    let w = Tensor::zeros((3, 1, 3, 3), candle_core::DType::F32, &dev)?;
+    let err = depthwise_conv2d(&x, &w, 1, 1).unwrap_err().to_string();
+    assert!(err.contains("does not fit"), "{err}");
+    Ok(())
+}
