@@ -6,6 +6,8 @@
 //!
 //! Decision support for radiologists only: not a diagnosis.
 
+mod common;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -58,7 +60,11 @@ struct Args {
     cpu: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    common::run_main(run)
+}
+
+fn run() -> Result<()> {
     keep_freed_memory();
     let args = Args::parse();
     eprintln!("{DISCLAIMER}");

@@ -3,6 +3,8 @@
 //!
 //! Decision support for radiologists only: not a diagnosis.
 
+mod common;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -35,7 +37,11 @@ struct Args {
     cpu: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    common::run_main(run)
+}
+
+fn run() -> Result<()> {
     keep_freed_memory();
     let args = Args::parse();
     let device = pick_device(args.cpu)?;

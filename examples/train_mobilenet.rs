@@ -7,6 +7,8 @@
 //!
 //! Decision support for radiologists only: not a diagnosis.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,16 +22,16 @@ use xray_pneumonia::data::{
     augment, images_to_tensor, AugmentConfig, GrayImage, Normalization, Preprocessing, Side,
     SplitConfig,
 };
-use xray_pneumonia::eval::{ThresholdRule, DISCLAIMER};
+use xray_pneumonia::eval::DISCLAIMER;
 use xray_pneumonia::models::{
     load_weights_strict, seeded_init, Architecture, Classifier, MobileNetV2Config,
 };
 use xray_pneumonia::pipeline::{
-    close_run, keep_freed_memory, metrics_table, pick_device, prepare_data, PreparedData,
+    describe_data, keep_freed_memory, pick_device, prepare_data, save_run, threshold_rule,
+    FinishedRun,
 };
 use xray_pneumonia::train::{
-    fit, predict_probabilities, Bundle, BundleConfig, EpochRecord, FeatureBatches, ImageBatches,
-    TrainConfig, TrainTarget, TrainingRecord,
+    fit, predict_probabilities, EpochRecord, FeatureBatches, ImageBatches, TrainConfig, TrainTarget,
 };
 
 #[derive(Parser, Debug)]
@@ -137,7 +139,11 @@ fn backbone_features(
     Ok(Tensor::cat(&rows, 0)?)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    common::run_main(run)
+}
+
+fn run() -> Result<()> {
     keep_freed_memory();
     let args = Args::parse();
     eprintln!("{DISCLAIMER}");
@@ -147,7 +153,7 @@ fn main() -> Result<()> {
         seed: args.seed,
         ..SplitConfig::default()
     };
-    let data: PreparedData = prepare_data(
+    let data = prepare_data(
         &args.data,
         &args.split,
         SIZE,
@@ -156,20 +162,7 @@ fn main() -> Result<()> {
         &split_config,
     )
     .with_context(|| format!("preparing {}", args.data.display()))?;
-    if !data.set.skipped.is_empty() {
-        eprintln!("skipped {} unreadable image(s):", data.set.skipped.len());
-        for s in &data.set.skipped {
-            eprintln!("  {}: {}", s.path.display(), s.reason);
-        }
-    }
-    eprintln!(
-        "{} images: train {}, validation {}, test {} (patient-level split, seed {})",
-        data.set.samples.len(),
-        data.split.train.len(),
-        data.split.validation.len(),
-        data.split.test.len(),
-        args.seed
-    );
+    describe_data(&data, args.seed);
 
     let preprocessing = Preprocessing {
         size: SIZE,
@@ -209,7 +202,7 @@ fn main() -> Result<()> {
 
     let (val_probs, test_probs, report, recipe) = if args.finetune_stages == 0 {
         let Classifier::MobileNetV2(net) = &model else {
-            unreachable!("built as MobileNetV2")
+            anyhow::bail!("train_mobilenet built a model that is not MobileNetV2")
         };
         let views = args.feature_views.max(1);
         let t = Instant::now();
@@ -324,51 +317,24 @@ fn main() -> Result<()> {
         )
     };
 
-    let rule = args
-        .target_sensitivity
-        .map_or(ThresholdRule::Youden, |target| {
-            ThresholdRule::TargetSensitivity { target }
-        });
-    let (threshold, val_metrics, test_metrics) = close_run(
-        rule,
-        (&val_probs, &data.labels(Side::Validation)),
-        (&test_probs, &data.labels(Side::Test)),
+    save_run(
+        &args.out,
+        &data,
+        &varmap,
+        FinishedRun {
+            architecture,
+            preprocessing,
+            config,
+            split_config,
+            recipe,
+            report,
+            log,
+            started,
+            rule: threshold_rule(args.target_sensitivity),
+            validation_probabilities: val_probs,
+            test_probabilities: test_probs,
+        },
     )?;
-    let mut recipe = recipe;
-    recipe["arguments"] = serde_json::json!(std::env::args().skip(1).collect::<Vec<_>>());
-    let training = TrainingRecord {
-        config,
-        recipe,
-        epochs_run: report.epochs.len(),
-        best_epoch: report.best_epoch,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    let bundle = BundleConfig::new(
-        architecture,
-        preprocessing,
-        threshold,
-        args.seed,
-        data.split_record(&split_config),
-        data.data_record(),
-        training,
-        val_metrics,
-        test_metrics,
-    );
-    Bundle::save(&args.out, &bundle, &varmap)?;
-    std::fs::write(args.out.join("train_log.jsonl"), log.join("\n") + "\n")?;
-    eprint!(
-        "{}",
-        metrics_table(&[
-            ("own validation split", &val_metrics),
-            ("own held-out test split", &test_metrics)
-        ])
-    );
-    eprintln!(
-        "saved {} (best epoch {}, {:.0} s in all). {DISCLAIMER}",
-        args.out.display(),
-        report.best_epoch,
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 

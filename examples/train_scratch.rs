@@ -3,6 +3,8 @@
 //!
 //! Decision support for radiologists only: not a diagnosis.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -13,14 +15,14 @@ use clap::Parser;
 use xray_pneumonia::data::{
     AugmentConfig, MeanStd, Normalization, Preprocessing, Side, SplitConfig,
 };
-use xray_pneumonia::eval::{ThresholdRule, DISCLAIMER};
+use xray_pneumonia::eval::DISCLAIMER;
 use xray_pneumonia::models::{seeded_init, Architecture, Classifier, ScratchCnnConfig};
 use xray_pneumonia::pipeline::{
-    close_run, keep_freed_memory, metrics_table, pick_device, prepare_data,
+    describe_data, keep_freed_memory, pick_device, prepare_data, save_run, threshold_rule,
+    FinishedRun,
 };
 use xray_pneumonia::train::{
-    fit, predict_probabilities, Bundle, BundleConfig, EpochRecord, ImageBatches, TrainConfig,
-    TrainTarget, TrainingRecord,
+    fit, predict_probabilities, EpochRecord, ImageBatches, TrainConfig, TrainTarget,
 };
 
 #[derive(Parser, Debug)]
@@ -70,7 +72,11 @@ struct Args {
     cpu: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    common::run_main(run)
+}
+
+fn run() -> Result<()> {
     keep_freed_memory();
     let args = Args::parse();
     eprintln!("{DISCLAIMER}");
@@ -89,20 +95,7 @@ fn main() -> Result<()> {
         &split_config,
     )
     .with_context(|| format!("preparing {}", args.data.display()))?;
-    if !data.set.skipped.is_empty() {
-        eprintln!("skipped {} unreadable image(s):", data.set.skipped.len());
-        for s in &data.set.skipped {
-            eprintln!("  {}: {}", s.path.display(), s.reason);
-        }
-    }
-    eprintln!(
-        "{} images: train {}, validation {}, test {} (patient-level split, seed {})",
-        data.set.samples.len(),
-        data.split.train.len(),
-        data.split.validation.len(),
-        data.split.test.len(),
-        args.seed
-    );
+    describe_data(&data, args.seed);
 
     // Standardise with the training side's own statistics.
     let stats = MeanStd::of(&data.images(Side::Train));
@@ -174,55 +167,29 @@ fn main() -> Result<()> {
     let val_probs = predict_probabilities(&model, &val, 64, &device)?;
     let test_probs = predict_probabilities(&model, &test, 64, &device)?;
 
-    let rule = args
-        .target_sensitivity
-        .map_or(ThresholdRule::Youden, |target| {
-            ThresholdRule::TargetSensitivity { target }
-        });
-    let (threshold, val_metrics, test_metrics) = close_run(
-        rule,
-        (&val_probs, &data.labels(Side::Validation)),
-        (&test_probs, &data.labels(Side::Test)),
-    )?;
     let recipe = serde_json::json!({
         "mode": "trained from scratch on augmented gray images",
         "augmentation": augmentation,
         "initialisation": "Kaiming normal convolutions from a seeded CPU generator",
-        "arguments": std::env::args().skip(1).collect::<Vec<_>>(),
     });
-    let training = TrainingRecord {
-        config,
-        recipe,
-        epochs_run: report.epochs.len(),
-        best_epoch: report.best_epoch,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    let bundle = BundleConfig::new(
-        architecture,
-        preprocessing,
-        threshold,
-        args.seed,
-        data.split_record(&split_config),
-        data.data_record(),
-        training,
-        val_metrics,
-        test_metrics,
-    );
-    Bundle::save(&args.out, &bundle, &varmap)?;
-    std::fs::write(args.out.join("train_log.jsonl"), log.join("\n") + "\n")?;
-    eprint!(
-        "{}",
-        metrics_table(&[
-            ("own validation split", &val_metrics),
-            ("own held-out test split", &test_metrics)
-        ])
-    );
-    eprintln!(
-        "saved {} (best epoch {}, {:.0} s in all). {DISCLAIMER}",
-        args.out.display(),
-        report.best_epoch,
-        started.elapsed().as_secs_f64()
-    );
+    save_run(
+        &args.out,
+        &data,
+        &varmap,
+        FinishedRun {
+            architecture,
+            preprocessing,
+            config,
+            split_config,
+            recipe,
+            report,
+            log,
+            started,
+            rule: threshold_rule(args.target_sensitivity),
+            validation_probabilities: val_probs,
+            test_probabilities: test_probs,
+        },
+    )?;
     Ok(())
 }
 

@@ -8,6 +8,8 @@
 //!
 //! Decision support for radiologists only: not a diagnosis (see [`eval::DISCLAIMER`]).
 
+#![warn(missing_docs)]
+
 pub mod pipeline;
 
 pub use xray_data as data;

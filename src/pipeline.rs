@@ -2,15 +2,23 @@
 //! the threshold and metrics that close a run, and the bundle's records.
 
 use std::path::Path;
+use std::time::Instant;
 
 use candle_core::Device;
+use candle_nn::VarMap;
 use sha2::{Digest, Sha256};
+use xray_data::Preprocessing;
 use xray_data::{
     load_images, scan_split, split_by_patient, DecodedSet, GrayImage, LoadOptions, PatientSplit,
     Side, SplitConfig,
 };
+use xray_eval::DISCLAIMER;
 use xray_eval::{choose_threshold, Metrics, ThresholdRule};
-use xray_train::{DataRecord, SplitRecord, ThresholdChoice, TrainError};
+use xray_models::Architecture;
+use xray_train::{
+    Bundle, BundleConfig, DataRecord, SplitRecord, ThresholdChoice, TrainConfig, TrainError,
+    TrainReport, TrainingRecord,
+};
 
 /// Makes glibc keep freed memory for reuse instead of returning every large block to the kernel.
 ///
@@ -206,4 +214,112 @@ pub fn metrics_table(rows: &[(&str, &Metrics)]) -> String {
         );
     }
     out
+}
+
+/// Prints to stderr what [`prepare_data`] read: skipped files and the size of each side.
+pub fn describe_data(data: &PreparedData, seed: u64) {
+    if !data.set.skipped.is_empty() {
+        eprintln!("skipped {} unreadable image(s):", data.set.skipped.len());
+        for s in &data.set.skipped {
+            eprintln!("  {}: {}", s.path.display(), s.reason);
+        }
+    }
+    eprintln!(
+        "{} images: train {}, validation {}, test {} (patient-level split, seed {seed})",
+        data.set.samples.len(),
+        data.split.train.len(),
+        data.split.validation.len(),
+        data.split.test.len(),
+    );
+}
+
+/// Youden's J, or the highest threshold reaching `target_sensitivity` when one is given.
+pub fn threshold_rule(target_sensitivity: Option<f64>) -> ThresholdRule {
+    target_sensitivity.map_or(ThresholdRule::Youden, |target| {
+        ThresholdRule::TargetSensitivity { target }
+    })
+}
+
+/// What a finished training run hands to [`save_run`].
+pub struct FinishedRun {
+    /// The network.
+    pub architecture: Architecture,
+    /// How films became inputs.
+    pub preprocessing: Preprocessing,
+    /// The trainer's settings.
+    pub config: TrainConfig,
+    /// The split's settings.
+    pub split_config: SplitConfig,
+    /// Free-form recipe details; the command-line arguments are added.
+    pub recipe: serde_json::Value,
+    /// What the trainer reported.
+    pub report: TrainReport,
+    /// One JSON line per epoch.
+    pub log: Vec<String>,
+    /// When the program started, for the total time.
+    pub started: Instant,
+    /// How to choose the threshold on validation.
+    pub rule: ThresholdRule,
+    /// Pneumonia probabilities of the validation side.
+    pub validation_probabilities: Vec<f64>,
+    /// Pneumonia probabilities of the held-out test side.
+    pub test_probabilities: Vec<f64>,
+}
+
+/// Chooses the threshold on validation, scores both held-out sides, writes the bundle and
+/// `train_log.jsonl` into `out`, and prints the metrics table.
+pub fn save_run(
+    out: &Path,
+    data: &PreparedData,
+    varmap: &VarMap,
+    run: FinishedRun,
+) -> Result<BundleConfig, TrainError> {
+    let (threshold, val_metrics, test_metrics) = close_run(
+        run.rule,
+        (
+            &run.validation_probabilities,
+            &data.labels(Side::Validation),
+        ),
+        (&run.test_probabilities, &data.labels(Side::Test)),
+    )?;
+    let mut recipe = run.recipe;
+    recipe["arguments"] = serde_json::json!(std::env::args().skip(1).collect::<Vec<_>>());
+    let training = TrainingRecord {
+        config: run.config,
+        recipe,
+        epochs_run: run.report.epochs.len(),
+        best_epoch: run.report.best_epoch,
+        seconds: run.started.elapsed().as_secs_f64(),
+    };
+    let bundle = BundleConfig::new(
+        run.architecture,
+        run.preprocessing,
+        threshold,
+        run.config.seed,
+        data.split_record(&run.split_config),
+        data.data_record(),
+        training,
+        val_metrics,
+        test_metrics,
+    );
+    Bundle::save(out, &bundle, varmap)?;
+    let log_path = out.join("train_log.jsonl");
+    std::fs::write(&log_path, run.log.join("\n") + "\n").map_err(|e| TrainError::BundleIo {
+        path: log_path,
+        reason: e.to_string(),
+    })?;
+    eprint!(
+        "{}",
+        metrics_table(&[
+            ("own validation split", &val_metrics),
+            ("own held-out test split", &test_metrics)
+        ])
+    );
+    eprintln!(
+        "saved {} (best epoch {}, {:.0} s in all). {DISCLAIMER}",
+        out.display(),
+        run.report.best_epoch,
+        run.started.elapsed().as_secs_f64()
+    );
+    Ok(bundle)
 }

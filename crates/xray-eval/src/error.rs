@@ -5,29 +5,50 @@ use std::path::PathBuf;
 pub enum EvalError {
     /// Scores and labels of different lengths, or none at all.
     #[error("{scores} scores for {labels} labels: need the same, non-zero number")]
-    LengthMismatch { scores: usize, labels: usize },
+    LengthMismatch {
+        /// Number of scores.
+        scores: usize,
+        /// Number of labels.
+        labels: usize,
+    },
     /// A score that is NaN or infinite.
     #[error("score {index} is not finite ({value})")]
-    NonFiniteScore { index: usize, value: f64 },
+    NonFiniteScore {
+        /// Position of the offending score.
+        index: usize,
+        /// The value given.
+        value: f64,
+    },
     /// A metric needs both classes present.
     #[error(
         "{metric} needs both classes, got {positives} positive(s) and {negatives} negative(s)"
     )]
     OneClass {
+        /// The metric that was asked for.
         metric: &'static str,
+        /// Number of positive (pneumonia) labels.
         positives: usize,
+        /// Number of negative (normal) labels.
         negatives: usize,
     },
     /// A rule parameter out of range.
     #[error("invalid parameter {name} = {value}: {reason}")]
     InvalidParameter {
+        /// The parameter.
         name: &'static str,
+        /// The value given.
         value: f64,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// Writing an image failed.
     #[error("cannot write {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    Write {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A tensor operation failed (e.g. the model's forward or backward pass).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

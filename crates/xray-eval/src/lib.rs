@@ -11,6 +11,8 @@
 //! # Ok::<(), xray_eval::EvalError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod metrics;
 mod overlay;

@@ -5,33 +5,50 @@ use std::path::PathBuf;
 pub enum ModelError {
     /// A weights file could not be read or parsed.
     #[error("cannot read weights file {path}: {reason}")]
-    ReadWeights { path: PathBuf, reason: String },
+    ReadWeights {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The model needs a tensor the file does not have.
     #[error("weights file {path} has no tensor `{tensor}` (expected shape {expected:?})")]
     MissingTensor {
+        /// The file or folder at fault.
         path: PathBuf,
+        /// The tensor name.
         tensor: String,
+        /// The shape the model expects.
         expected: Vec<usize>,
     },
     /// A tensor exists but has the wrong shape.
     #[error("tensor `{tensor}` in {path} has shape {actual:?}, the model expects {expected:?}")]
     ShapeMismatch {
+        /// The file or folder at fault.
         path: PathBuf,
+        /// The tensor name.
         tensor: String,
+        /// The shape the model expects.
         expected: Vec<usize>,
+        /// The shape found in the file.
         actual: Vec<usize>,
     },
     /// The file holds tensors the model does not use (a different architecture).
     #[error("weights file {path} holds {count} tensor(s) the model does not use, e.g. `{first}`")]
     UnexpectedTensors {
+        /// The file or folder at fault.
         path: PathBuf,
+        /// How many there are.
         count: usize,
+        /// The first of them, by name.
         first: String,
     },
     /// A configuration value out of range.
     #[error("invalid model configuration: {parameter}: {reason}")]
     InvalidConfig {
+        /// The configuration field.
         parameter: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
     /// A tensor operation failed.

@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod classifier;
 mod conv_norm;
 mod depthwise;

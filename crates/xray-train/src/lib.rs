@@ -3,6 +3,8 @@
 //! cosine learning-rate schedule, early stopping on validation ROC AUC with the best weights
 //! kept, one JSON record per epoch, and self-describing model bundles.
 
+#![warn(missing_docs)]
+
 mod batches;
 mod bundle;
 mod early_stop;
