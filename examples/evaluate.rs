@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -134,22 +133,22 @@ fn run() -> Result<()> {
         args.out.join("metrics.json"),
         serde_json::to_string_pretty(&json)? + "\n",
     )?;
-    let mut csv = String::from("path,label,probability,predicted\n");
-    for ((sample, p), _) in set.samples.iter().zip(&probabilities).zip(&labels) {
+    let mut csv = csv::Writer::from_path(args.out.join("predictions.csv"))?;
+    csv.write_record(["path", "label", "probability", "predicted"])?;
+    for (sample, p) in set.samples.iter().zip(&probabilities) {
         let predicted = if *p >= threshold {
             Label::Pneumonia
         } else {
             Label::Normal
         };
-        writeln!(
-            csv,
-            "{},{},{p:.6},{}",
-            sample.path.display(),
-            sample.label.folder_name(),
-            predicted.folder_name()
-        )?;
+        csv.write_record([
+            sample.path.display().to_string(),
+            sample.label.folder_name().to_string(),
+            format!("{p:.6}"),
+            predicted.folder_name().to_string(),
+        ])?;
     }
-    std::fs::write(args.out.join("predictions.csv"), csv)?;
+    csv.flush()?;
     eprintln!(
         "wrote {}/metrics.json and predictions.csv",
         args.out.display()

@@ -348,3 +348,69 @@ fn a_bundle_missing_a_tensor_is_refused_by_name() {
         .expect("bad config must fail");
     assert!(err.to_string().contains("config.json"), "{err}");
 }
+
+#[test]
+fn fine_tuning_changes_only_the_trainable_stages() {
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let config = MobileNetV2Config {
+        num_outputs: 1,
+        dropout: 0.0,
+        trainable_stages: 2,
+    };
+    let architecture = Architecture::MobileNetV2(config);
+    let model = Classifier::new(
+        &architecture,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )
+    .unwrap();
+    seeded_init(&varmap, "", 4).unwrap();
+    let snapshot = |name: &str| {
+        varmap.data().lock().unwrap()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let frozen_before = snapshot("features.16.conv.1.0.weight");
+    let trained_before = snapshot("features.17.conv.1.0.weight");
+
+    let images = films(4, 32);
+    let preprocessing = Preprocessing {
+        size: 32,
+        channels: 3,
+        normalization: Normalization::MinusOneToOne,
+    };
+    let data = ImageBatches::new(
+        images.iter().collect(),
+        vec![0.0, 1.0, 0.0, 1.0],
+        preprocessing,
+        Some(AugmentConfig::default()),
+        1,
+    )
+    .unwrap();
+    let train_config = TrainConfig {
+        epochs: 1,
+        batch_size: 2,
+        learning_rate: 1e-2,
+        ..TrainConfig::default()
+    };
+    let target = TrainTarget {
+        model: &model,
+        varmap: &varmap,
+        trainable: model.trainable_vars(&varmap),
+    };
+    let report = fit(target, &data, &data, &train_config, &device, &mut |_| {}).unwrap();
+    assert_eq!(report.epochs.len(), 1);
+    assert_eq!(
+        snapshot("features.16.conv.1.0.weight"),
+        frozen_before,
+        "a frozen stage must not move"
+    );
+    assert_ne!(
+        snapshot("features.17.conv.1.0.weight"),
+        trained_before,
+        "a trainable stage must move"
+    );
+}
