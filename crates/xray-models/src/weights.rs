@@ -47,7 +47,7 @@ pub fn load_weights_strict(
                 actual: view.shape().to_vec(),
             });
         }
-        let tensor = view.load(var.device())?.to_dtype(DType::F32)?;
+        let tensor = view.load(var.device())?.to_dtype(var.dtype())?;
         var.set(&tensor)?;
     }
     let used: HashSet<&str> = names.iter().map(|n| n.as_str()).collect();
