@@ -2,7 +2,6 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use candle_core::safetensors::Load;
-use candle_core::DType;
 use candle_nn::VarMap;
 
 use crate::ModelError;
