@@ -131,7 +131,8 @@ fn backbone_features(
                 .collect();
             let refs: Vec<&GrayImage> = owned.iter().collect();
             let x = images_to_tensor(&refs, preprocessing, device)?;
-            rows.push(net.forward_features(&x)?);
+            // Detached: a kept feature must not hold its batch's whole autograd graph in memory.
+            rows.push(net.forward_features(&x)?.detach());
             bar.inc(chunk.len() as u64);
         }
     }
