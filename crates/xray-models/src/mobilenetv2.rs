@@ -135,6 +135,9 @@ impl MobileNetV2 {
     }
 
     /// Globally pooled features `(N, 1280)`, differentiable with respect to the input.
+    ///
+    /// The result keeps its autograd graph (every activation of the batch) alive: `.detach()` it
+    /// before storing features, as `train_mobilenet` does.
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         self.features(x, false)
     }
