@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod evaluation;
 pub mod pipeline;
 
 pub use xray_data as data;

@@ -13,11 +13,11 @@ use xray_data::{
     Side, SplitConfig,
 };
 use xray_eval::DISCLAIMER;
-use xray_eval::{choose_threshold, Metrics, ThresholdRule};
+use xray_eval::{choose_threshold, ConfusionMatrix, Metrics, TemperatureScaling, ThresholdRule};
 use xray_models::Architecture;
 use xray_train::{
-    Bundle, BundleConfig, DataRecord, SplitRecord, ThresholdChoice, TrainConfig, TrainError,
-    TrainReport, TrainingRecord,
+    Bundle, BundleConfig, DataRecord, NamedThreshold, SplitRecord, ThresholdChoice, TrainConfig,
+    TrainError, TrainReport, TrainingRecord,
 };
 
 /// Makes glibc keep freed memory for reuse instead of returning every large block to the kernel.
@@ -201,6 +201,55 @@ pub fn close_run(
     Ok((ThresholdChoice { value, rule }, val_metrics, test_metrics))
 }
 
+/// The rules behind a bundle's alternative operating points, all chosen on validation.
+pub fn standard_operating_rules() -> Vec<(&'static str, ThresholdRule)> {
+    vec![
+        ("youden", ThresholdRule::Youden),
+        (
+            "sensitivity_0.95",
+            ThresholdRule::TargetSensitivity { target: 0.95 },
+        ),
+        (
+            "sensitivity_0.975",
+            ThresholdRule::TargetSensitivity { target: 0.975 },
+        ),
+        (
+            "specificity_0.90",
+            ThresholdRule::TargetSpecificity { target: 0.90 },
+        ),
+        (
+            "specificity_0.95",
+            ThresholdRule::TargetSpecificity { target: 0.95 },
+        ),
+    ]
+}
+
+/// Temperature scaling and the standard operating points, both fitted on the validation side's
+/// probabilities: what a format-2 bundle stores besides its main threshold.
+pub fn fit_on_validation(
+    probabilities: &[f64],
+    labels: &[bool],
+) -> Result<(TemperatureScaling, Vec<NamedThreshold>), TrainError> {
+    let calibration = TemperatureScaling::fit(
+        probabilities,
+        labels,
+        "the bundle's validation patients (never its held-out test patients)",
+    )?;
+    let mut points = Vec::new();
+    for (name, rule) in standard_operating_rules() {
+        let value = choose_threshold(probabilities, labels, rule)?;
+        let m = ConfusionMatrix::at_threshold(probabilities, labels, value)?;
+        points.push(NamedThreshold {
+            name: name.to_string(),
+            value,
+            rule,
+            validation_sensitivity: m.recall(),
+            validation_specificity: m.specificity(),
+        });
+    }
+    Ok((calibration, points))
+}
+
 /// A one-screen table of metrics, labelled with where they come from.
 pub fn metrics_table(rows: &[(&str, &Metrics)]) -> String {
     let mut out = format!(
@@ -291,7 +340,11 @@ pub fn save_run(
         best_epoch: run.report.best_epoch,
         seconds: run.started.elapsed().as_secs_f64(),
     };
-    let bundle = BundleConfig::new(
+    let (calibration, operating_points) = fit_on_validation(
+        &run.validation_probabilities,
+        &data.labels(Side::Validation),
+    )?;
+    let mut bundle = BundleConfig::new(
         run.architecture,
         run.preprocessing,
         threshold,
@@ -302,6 +355,8 @@ pub fn save_run(
         val_metrics,
         test_metrics,
     );
+    bundle.calibration = Some(calibration);
+    bundle.operating_points = operating_points;
     Bundle::save(out, &bundle, varmap)?;
     let log_path = out.join("train_log.jsonl");
     std::fs::write(&log_path, run.log.join("\n") + "\n").map_err(|e| TrainError::BundleIo {

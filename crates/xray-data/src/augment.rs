@@ -51,33 +51,97 @@ fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// One deterministic geometric and intensity change of a film: what [`augment`] draws at random,
+/// and what test-time augmentation applies in fixed views.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ViewTransform {
+    /// Rotation in degrees (counter-clockwise about the centre).
+    pub rotation_deg: f32,
+    /// Zoom factor (> 1 enlarges).
+    pub scale: f32,
+    /// Horizontal translation as a fraction of the width.
+    pub shift_x: f32,
+    /// Vertical translation as a fraction of the height.
+    pub shift_y: f32,
+    /// Added to every intensity.
+    pub brightness: f32,
+    /// Contrast factor around mid-grey.
+    pub contrast: f32,
+}
+
+impl ViewTransform {
+    /// The film unchanged.
+    pub const IDENTITY: ViewTransform = ViewTransform {
+        rotation_deg: 0.0,
+        scale: 1.0,
+        shift_x: 0.0,
+        shift_y: 0.0,
+        brightness: 0.0,
+        contrast: 1.0,
+    };
+
+    /// Applies the change with one bilinear resampling, borders clamped to the edge pixels.
+    pub fn apply(&self, image: &GrayImage) -> GrayImage {
+        let angle = self.rotation_deg.to_radians();
+        let (w, h) = image.dimensions();
+        let shift_x = self.shift_x * w as f32;
+        let shift_y = self.shift_y * h as f32;
+        // Inverse map: output pixel -> source pixel, rotating and scaling about the centre.
+        let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+        let (sin, cos) = angle.sin_cos();
+        let inv_scale = 1.0 / self.scale.max(1e-3);
+        let src = image.as_raw();
+        let mut out = GrayImage::new(w, h);
+        for (y, row) in out.as_mut().chunks_exact_mut(w as usize).enumerate() {
+            let dy = y as f32 - cy - shift_y;
+            for (x, value) in row.iter_mut().enumerate() {
+                let dx = x as f32 - cx - shift_x;
+                let sx = (cos * dx + sin * dy) * inv_scale + cx;
+                let sy = (-sin * dx + cos * dy) * inv_scale + cy;
+                let v = bilinear_clamped(src, w as usize, h as usize, sx, sy);
+                *value = ((v - 0.5) * self.contrast + 0.5 + self.brightness).clamp(0.0, 1.0);
+            }
+        }
+        out
+    }
+}
+
+/// The fixed views of test-time augmentation: the film itself, zoomed in and out by 5%, and
+/// rotated 4 degrees either way; all well inside the training augmentation's range, and no flips
+/// (see [`AugmentConfig`]).
+pub fn test_time_views() -> Vec<ViewTransform> {
+    let view = |rotation_deg: f32, scale: f32| ViewTransform {
+        rotation_deg,
+        scale,
+        ..ViewTransform::IDENTITY
+    };
+    vec![
+        ViewTransform::IDENTITY,
+        view(0.0, 1.05),
+        view(0.0, 0.95),
+        view(4.0, 1.0),
+        view(-4.0, 1.0),
+    ]
+}
+
 /// Returns a randomly rotated, scaled, shifted and re-exposed copy of `image` (same size).
 pub fn augment(image: &GrayImage, config: &AugmentConfig, rng: &mut impl Rng) -> GrayImage {
-    let angle = uniform(rng, -config.max_rotation_deg, config.max_rotation_deg).to_radians();
+    // The draw order is part of the recipe: changing it changes every trained bundle.
+    let rotation_deg = uniform(rng, -config.max_rotation_deg, config.max_rotation_deg);
     let scale = uniform(rng, config.scale_range.0, config.scale_range.1);
-    let (w, h) = image.dimensions();
-    let shift_x = uniform(rng, -config.max_shift, config.max_shift) * w as f32;
-    let shift_y = uniform(rng, -config.max_shift, config.max_shift) * h as f32;
+    let shift_x = uniform(rng, -config.max_shift, config.max_shift);
+    let shift_y = uniform(rng, -config.max_shift, config.max_shift);
     let brightness = uniform(rng, -config.max_brightness, config.max_brightness);
     let contrast = uniform(rng, config.contrast_range.0, config.contrast_range.1);
-
-    // Inverse map: output pixel -> source pixel, rotating and scaling about the centre.
-    let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
-    let (sin, cos) = angle.sin_cos();
-    let inv_scale = 1.0 / scale.max(1e-3);
-    let src = image.as_raw();
-    let mut out = GrayImage::new(w, h);
-    for (y, row) in out.as_mut().chunks_exact_mut(w as usize).enumerate() {
-        let dy = y as f32 - cy - shift_y;
-        for (x, value) in row.iter_mut().enumerate() {
-            let dx = x as f32 - cx - shift_x;
-            let sx = (cos * dx + sin * dy) * inv_scale + cx;
-            let sy = (-sin * dx + cos * dy) * inv_scale + cy;
-            let v = bilinear_clamped(src, w as usize, h as usize, sx, sy);
-            *value = ((v - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0);
-        }
+    ViewTransform {
+        rotation_deg,
+        scale,
+        shift_x,
+        shift_y,
+        brightness,
+        contrast,
     }
-    out
+    .apply(image)
 }
 
 fn bilinear_clamped(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {

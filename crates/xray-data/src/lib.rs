@@ -24,7 +24,7 @@ mod patient;
 mod preprocess;
 mod split;
 
-pub use augment::{augment, AugmentConfig};
+pub use augment::{augment, test_time_views, AugmentConfig, ViewTransform};
 pub use batch::{epoch_order, images_to_tensor};
 pub use decode::{decode_gray, load_images, DecodedSet, GrayImage, LoadOptions, SkippedImage};
 pub use error::DataError;

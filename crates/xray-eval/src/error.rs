@@ -41,6 +41,20 @@ pub enum EvalError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A statistic that the data do not define.
+    #[error("undefined: {what}")]
+    Undefined {
+        /// What could not be computed.
+        what: &'static str,
+    },
+    /// Drawing a plot failed (e.g. no TrueType font for its text).
+    #[error("cannot draw the {plot} plot: {reason}")]
+    Plot {
+        /// Which plot.
+        plot: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Writing an image failed.
     #[error("cannot write {path}: {reason}")]
     Write {

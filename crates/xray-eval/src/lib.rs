@@ -1,5 +1,8 @@
-//! Evaluation of pneumonia classifiers: confusion-matrix metrics, ROC AUC, a decision threshold
-//! chosen on validation data by a named rule, and vanilla gradient saliency maps with overlays.
+//! Evaluation of pneumonia classifiers: confusion-matrix metrics, ROC and precision-recall
+//! curves, decision thresholds chosen on validation data by a named rule, operating points,
+//! patient-level bootstrap intervals, calibration (temperature scaling, ECE, Brier), paired tests
+//! between models (DeLong, McNemar), plots, a self-contained HTML report, and vanilla gradient
+//! saliency maps with overlays.
 //!
 //! ```
 //! use xray_eval::{Metrics, ThresholdRule, choose_threshold};
@@ -13,12 +16,34 @@
 
 #![warn(missing_docs)]
 
+mod bootstrap;
+mod calibration;
+mod curves;
 mod error;
 mod metrics;
+mod operating;
 mod overlay;
+mod paired;
+pub mod plots;
+pub mod report;
 mod roc;
 mod saliency;
 mod threshold;
+
+pub use bootstrap::{
+    bootstrap_by_group, percentile, BootstrapConfig, BootstrapResult, Interval, MetricIntervals,
+};
+pub use calibration::{
+    brier_score, expected_calibration_error, fit_temperature, logit, reliability_bins, sigmoid,
+    Binning, ReliabilityBin, TemperatureScaling,
+};
+pub use curves::{average_precision, PrCurve, RocCurve};
+pub use operating::{sensitivity_at_specificity, specificity_at_sensitivity, OperatingPoint};
+pub use paired::{
+    delong_test, mcnemar_test, predictive_values, DeLongTest, McNemarTest, PredictiveValues,
+};
+pub use plots::Figure;
+pub use report::{Block, Report};
 
 pub use error::EvalError;
 pub use metrics::{ConfusionMatrix, Metrics};

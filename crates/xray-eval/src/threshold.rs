@@ -16,6 +16,12 @@ pub enum ThresholdRule {
         /// Required sensitivity in `(0, 1]`.
         target: f64,
     },
+    /// The lowest threshold whose specificity reaches `target`: as sensitive as possible while
+    /// clearing at least that share of normal films.
+    TargetSpecificity {
+        /// Required specificity in `(0, 1]`.
+        target: f64,
+    },
     /// A fixed value, e.g. 0.5.
     Fixed {
         /// The threshold.
@@ -74,6 +80,23 @@ pub fn choose_threshold(
                 }
             }
             Ok(chosen)
+        }
+        ThresholdRule::TargetSpecificity { target } => {
+            if !(target > 0.0 && target <= 1.0) {
+                return Err(EvalError::InvalidParameter {
+                    name: "target specificity",
+                    value: target,
+                    reason: "must be in (0, 1]",
+                });
+            }
+            // Specificity grows with the threshold; above the highest score it is 1.
+            for &t in &candidates {
+                if ConfusionMatrix::at_threshold(scores, labels, t)?.specificity() >= target {
+                    return Ok(t);
+                }
+            }
+            // Nothing reaches it below the top score: call nothing pneumonia (finite, for JSON).
+            Ok(f64::MAX)
         }
     }
 }

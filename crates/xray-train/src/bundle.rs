@@ -4,13 +4,14 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use xray_data::{images_to_tensor, GrayImage, Preprocessing, SplitConfig};
-use xray_eval::{Metrics, ThresholdRule, DISCLAIMER};
+use xray_eval::{Metrics, TemperatureScaling, ThresholdRule, DISCLAIMER};
 use xray_models::{load_weights_strict, Architecture, Classifier};
 
 use crate::{TrainConfig, TrainError};
 
 /// Version of the `config.json` layout; bumped when fields change meaning.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// Version 2 added `calibration` and `operating_points`; version-1 files still load, without them.
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 
 /// The decision threshold and how it was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,22 @@ pub struct ThresholdChoice {
     pub value: f64,
     /// The rule that chose it on the validation split.
     pub rule: ThresholdRule,
+}
+
+/// An alternative decision threshold chosen on validation by a named rule, stored so that it is
+/// applied unchanged to any later data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedThreshold {
+    /// Short name, e.g. `sensitivity_0.975`.
+    pub name: String,
+    /// Call pneumonia when the probability is at least this.
+    pub value: f64,
+    /// The rule that chose it.
+    pub rule: ThresholdRule,
+    /// Sensitivity it gave on validation.
+    pub validation_sensitivity: f64,
+    /// Specificity it gave on validation.
+    pub validation_specificity: f64,
 }
 
 /// Which images trained, validated and tested the model.
@@ -93,6 +110,13 @@ pub struct BundleConfig {
     pub validation_metrics: Metrics,
     /// Metrics on the held-out test side at the chosen threshold (never used for a choice).
     pub heldout_test_metrics: Metrics,
+    /// Temperature scaling fitted on validation; `None` in bundles from before format 2.
+    #[serde(default)]
+    pub calibration: Option<TemperatureScaling>,
+    /// Further thresholds chosen on validation (target sensitivity / specificity); empty in
+    /// bundles from before format 2.
+    #[serde(default)]
+    pub operating_points: Vec<NamedThreshold>,
 }
 
 impl BundleConfig {
@@ -121,7 +145,31 @@ impl BundleConfig {
             training,
             validation_metrics,
             heldout_test_metrics,
+            calibration: None,
+            operating_points: Vec::new(),
         }
+    }
+
+    /// What this config lacks that an evaluation report would show, in words (empty when
+    /// nothing is missing).
+    pub fn missing_parts(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        if self.calibration.is_none() {
+            missing.push(format!(
+                "no temperature calibration (bundle format {}): probabilities are shown \
+                 uncalibrated; run `cargo run --example calibrate -- --model <bundle> --data <root>` \
+                 to fit one on the bundle's validation patients",
+                self.format_version
+            ));
+        }
+        if self.operating_points.is_empty() {
+            missing.push(format!(
+                "no alternative operating points (bundle format {}): only the main threshold \
+                 ({:.4}) is stored",
+                self.format_version, self.threshold.value
+            ));
+        }
+        missing
     }
 }
 

@@ -15,7 +15,7 @@ mod trainer;
 
 pub use batches::{BatchSource, FeatureBatches, ImageBatches};
 pub use bundle::{
-    Bundle, BundleConfig, DataRecord, SplitRecord, ThresholdChoice, TrainingRecord,
+    Bundle, BundleConfig, DataRecord, NamedThreshold, SplitRecord, ThresholdChoice, TrainingRecord,
     BUNDLE_FORMAT_VERSION,
 };
 pub use early_stop::{EarlyStopping, Progress};
