@@ -412,7 +412,7 @@ pub fn build_report(
         ],
     ];
     r.push(Block::Table {
-        header: vec!["".into(), "".into()],
+        header: vec!["".into(), "value".into()],
         rows: table,
     });
     for note in &evaluation.notes {

@@ -53,7 +53,11 @@ fn format_one_bundle_evaluates_with_a_note() {
     })
     .expect("evaluates");
     assert!(evaluation.temperature.is_none());
-    assert_eq!(evaluation.calibration.len(), 1, "only uncalibrated measures");
+    assert_eq!(
+        evaluation.calibration.len(),
+        1,
+        "only uncalibrated measures"
+    );
     assert!(
         evaluation
             .notes
