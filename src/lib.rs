@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod evaluation;
+pub mod explain;
 pub mod pipeline;
 
 pub use xray_data as data;

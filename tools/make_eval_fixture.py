@@ -15,7 +15,7 @@ import json, pathlib
 import numpy as np
 import scipy, sklearn, statsmodels
 from scipy.optimize import minimize_scalar
-from scipy.stats import norm
+from scipy.stats import norm, spearmanr
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss,
                              f1_score, precision_recall_curve, precision_score, recall_score,
@@ -144,6 +144,7 @@ def main():
         mcnemar=dict(only_a_correct=int(table[0][1]), only_b_correct=int(table[1][0]),
                      statistic=chi.statistic, p_value=chi.pvalue, exact_p_value=exact.pvalue),
         predictive_values=dict(prevalence=prevalence, ppv=ppv, npv=npv),
+        spearman_a_b=float(spearmanr(scores_a, scores_b).statistic),
     )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=1, default=float) + "\n")

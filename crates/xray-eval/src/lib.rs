@@ -25,9 +25,10 @@ mod operating;
 mod overlay;
 mod paired;
 pub mod plots;
+mod ranks;
 pub mod report;
 mod roc;
-mod saliency;
+pub mod saliency;
 mod threshold;
 
 pub use bootstrap::{
@@ -47,9 +48,14 @@ pub use report::{Block, Report};
 
 pub use error::EvalError;
 pub use metrics::{ConfusionMatrix, Metrics};
-pub use overlay::{heat_overlay, save_overlay_png};
+pub use overlay::{heat_overlay, overlay, save_overlay_png, side_by_side, ColourMap, OverlayStyle};
 pub use roc::roc_auc;
-pub use saliency::{vanilla_gradient, SaliencyMap};
+pub use saliency::{
+    block_ranking, deletion_curve, grad_cam, insertion_curve, integrated_gradients, occlusion,
+    random_block_ranking, random_ranking, ranking, smooth_grad, spearman, vanilla_gradient,
+    ExplainedClass, IntegratedGradients, OcclusionConfig, PerturbationCurve, SaliencyMap,
+    SmoothGradConfig, ThoracicRegion,
+};
 pub use threshold::{choose_threshold, ThresholdRule};
 
 /// Shown with every user-facing output: the tool supports radiologists, it does not diagnose.

@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::curves::ranked_counts;
 use crate::error::EvalError;
+use crate::ranks::mid_ranks;
 
 /// DeLong's test of two correlated ROC AUCs (both models scored on the same films).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -20,26 +21,6 @@ pub struct DeLongTest {
     pub z: f64,
     /// Two-sided p-value from the normal distribution.
     pub p_value: f64,
-}
-
-/// Mid-ranks (1-based, ties sharing their mean rank).
-fn mid_ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start;
-        while end + 1 < order.len() && values[order[end + 1]] == values[order[start]] {
-            end += 1;
-        }
-        let rank = (start + end) as f64 / 2.0 + 1.0;
-        for &i in &order[start..=end] {
-            ranks[i] = rank;
-        }
-        start = end + 1;
-    }
-    ranks
 }
 
 /// DeLong et al. (1988) structural components, computed from mid-ranks (Sun & Xu, 2014):

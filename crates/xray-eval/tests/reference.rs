@@ -321,3 +321,15 @@ fn bootstrap_resamples_patients_not_films() {
     assert!((grouped / base - 1.0).abs() < 0.1, "{grouped} vs {base}");
     assert!(per_film < 0.7 * base, "{per_film} vs {base}");
 }
+
+#[test]
+fn spearman_matches_scipy_with_ties() {
+    let f = fixture();
+    let a: Vec<f32> = f.scores_a.iter().map(|&v| v as f32).collect();
+    let b: Vec<f32> = f.scores_b.iter().map(|&v| v as f32).collect();
+    close(
+        "spearman",
+        spearman(&a, &b).expect("spearman"),
+        num(&f.json["spearman_a_b"]),
+    );
+}

@@ -45,6 +45,24 @@ impl Classifier {
         self.forward_t(x, false)
     }
 
+    /// The activation Grad-CAM explains, `(N, K, h, w)`: MobileNetV2's last feature stage
+    /// (`features.18`), or the scratch CNN's last convolutional block before its pooling.
+    pub fn cam_activation(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::ScratchCnn(m) => m.last_block_activation(x),
+            Classifier::MobileNetV2(m) => m.feature_map(x),
+        }
+    }
+
+    /// Evaluation-mode logits `(N,)` from [`cam_activation`](Self::cam_activation)'s output, so
+    /// that `logits_from_cam_activation(cam_activation(x)) == logits(x)`.
+    pub fn logits_from_cam_activation(&self, activation: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::ScratchCnn(m) => m.head_from_last_block(activation)?.squeeze(1),
+            Classifier::MobileNetV2(m) => m.head_from_feature_map(activation)?.squeeze(1),
+        }
+    }
+
     /// The parameters training may change: everything for the scratch CNN; the classifier and
     /// the configured top stages for MobileNetV2. BatchNorm running statistics are excluded.
     pub fn trainable_vars(&self, varmap: &VarMap) -> Vec<Var> {

@@ -1,7 +1,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
-use crate::{depthwise_conv2d, FrozenBatchNorm};
+use crate::{bias_relu6, depthwise_conv2d, FrozenBatchNorm};
 
 /// How a convolution mixes channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,21 +47,29 @@ impl Conv {
 
     /// Applies the convolution to an `(N, C, H, W)` input.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (out_c, _, k, _) = self.weight.dims4()?;
+        self.forward_with(x, &self.weight)
+    }
+
+    /// The weight, `(O, I, K, K)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Applies this convolution's geometry with another weight of the same shape (e.g. one with
+    /// a BatchNorm scale folded in).
+    pub fn forward_with(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let (out_c, _, k, _) = weight.dims4()?;
         match self.kind {
-            ConvKind::Depthwise => depthwise_conv2d(x, &self.weight, self.stride, self.padding),
+            ConvKind::Depthwise => depthwise_conv2d(x, weight, self.stride, self.padding),
             ConvKind::Dense if k == 1 && self.stride == 1 => {
                 // A 1x1 convolution is a matrix product: skip im2col's copy.
                 let (n, c, h, w) = x.dims4()?;
-                let w2 = self
-                    .weight
-                    .reshape((1, out_c, c))?
-                    .broadcast_as((n, out_c, c))?;
+                let w2 = weight.reshape((1, out_c, c))?.broadcast_as((n, out_c, c))?;
                 w2.matmul(&x.reshape((n, c, h * w))?)?
                     .reshape((n, out_c, h, w))
             }
-            ConvKind::Dense if self.stride == 1 => im2col_conv(x, &self.weight, self.padding),
-            ConvKind::Dense => x.conv2d(&self.weight, self.padding, self.stride, 1, 1),
+            ConvKind::Dense if self.stride == 1 => im2col_conv(x, weight, self.padding),
+            ConvKind::Dense => x.conv2d(weight, self.padding, self.stride, 1, 1),
         }
     }
 }
@@ -115,13 +123,17 @@ impl ConvNormAct {
         })
     }
 
-    /// Applies convolution, norm and activation.
+    /// Applies convolution, norm and activation. The norm's scale is folded into the
+    /// convolution weight (a weight-sized product instead of an activation-sized one) and its
+    /// shift and the ReLU6 run as one fused pass ([`bias_relu6`]); mathematically the same as
+    /// `relu6(norm(conv(x)))`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.norm.forward(&self.conv.forward(x)?)?;
-        if self.relu6 {
-            y.clamp(0f32, 6f32)
-        } else {
-            Ok(y)
-        }
+        let (scale, shift) = self.norm.scale_shift()?;
+        let out_c = scale.dim(0)?;
+        let weight = self
+            .conv
+            .weight()
+            .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+        bias_relu6(&self.conv.forward_with(x, &weight)?, &shift, self.relu6)
     }
 }

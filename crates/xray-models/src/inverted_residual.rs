@@ -2,7 +2,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv_norm::{Conv, ConvKind, ConvNormAct};
-use crate::FrozenBatchNorm;
+use crate::{bias_relu6, FrozenBatchNorm};
 
 /// MobileNetV2's inverted residual: 1x1 expansion (absent when `expand_ratio == 1`), 3x3
 /// depthwise, linear 1x1 projection, and a skip connection when shapes allow.
@@ -70,7 +70,14 @@ impl InvertedResidual {
             None => x.clone(),
         };
         let y = self.depthwise.forward(&hidden)?;
-        let y = self.project_norm.forward(&self.project.forward(&y)?)?;
+        // Linear bottleneck: the norm's scale folded into the weight, its shift one pass.
+        let (scale, shift) = self.project_norm.scale_shift()?;
+        let out_c = scale.dim(0)?;
+        let weight = self
+            .project
+            .weight()
+            .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+        let y = bias_relu6(&self.project.forward_with(&y, &weight)?, &shift, false)?;
         if self.residual {
             y + x
         } else {

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod bias_act;
 mod classifier;
 mod conv_norm;
 mod depthwise;
@@ -28,6 +29,7 @@ mod norm;
 mod scratch_cnn;
 mod weights;
 
+pub use bias_act::bias_relu6;
 pub use classifier::{Architecture, Classifier};
 pub use conv_norm::{Conv, ConvKind, ConvNormAct};
 pub use depthwise::depthwise_conv2d;

@@ -159,6 +159,22 @@ impl MobileNetV2 {
         x.mean((2, 3))
     }
 
+    /// Evaluation-mode output of the last feature stage (`features.18`, 1280 channels, 1/32 of
+    /// the input size) before pooling: the layer Grad-CAM explains.
+    pub fn feature_map(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for stage in &self.stages {
+            x = stage.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// Logits `(N, num_outputs)` from [`feature_map`](Self::feature_map): average pooling and
+    /// the classifier, in evaluation mode.
+    pub fn head_from_feature_map(&self, feature_map: &Tensor) -> Result<Tensor> {
+        self.classifier.forward(&feature_map.mean((2, 3))?)
+    }
+
     /// The classifier (`classifier.1`): pooled features to logits.
     pub fn classifier(&self) -> &Linear {
         &self.classifier

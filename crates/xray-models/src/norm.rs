@@ -28,10 +28,17 @@ impl FrozenBatchNorm {
         })
     }
 
-    /// `(x - mean) / sqrt(var + eps) * weight + bias`, per channel of an `(N, C, H, W)` input.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The per-channel `(scale, shift)` with `norm(x) = x * scale + shift`, both `(C,)`;
+    /// differentiable in the affine weight and bias.
+    pub fn scale_shift(&self) -> Result<(Tensor, Tensor)> {
         let scale = (&self.weight / (&self.running_var + self.eps)?.sqrt()?)?;
         let shift = (&self.bias - (&self.running_mean * &scale)?)?;
+        Ok((scale, shift))
+    }
+
+    /// `(x - mean) / sqrt(var + eps) * weight + bias`, per channel of an `(N, C, H, W)` input.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (scale, shift) = self.scale_shift()?;
         let c = scale.dim(0)?;
         x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
             .broadcast_add(&shift.reshape((1, c, 1, 1))?)

@@ -69,6 +69,30 @@ impl ScratchCnn {
     }
 }
 
+impl ScratchCnn {
+    /// Evaluation-mode activation of the last convolutional block after its ReLU and before its
+    /// pooling, `(N, C, H/2^(k-1), W/2^(k-1))`: the layer Grad-CAM explains.
+    pub fn last_block_activation(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block
+                .norm
+                .forward_t(&block.conv.forward(&x)?, false)?
+                .relu()?;
+            if i + 1 < self.blocks.len() {
+                x = max_pool_2x2(&x)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Logits `(N, 1)` from [`last_block_activation`](Self::last_block_activation): the rest of
+    /// the evaluation-mode network (pooling, averaging, head).
+    pub fn head_from_last_block(&self, activation: &Tensor) -> Result<Tensor> {
+        self.head.forward(&max_pool_2x2(activation)?.mean((2, 3))?)
+    }
+}
+
 impl ModuleT for ScratchCnn {
     /// Logits `(N, 1)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

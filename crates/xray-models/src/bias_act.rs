@@ -1,0 +1,213 @@
+//! Per-channel bias plus optional ReLU6 in one pass, with its backward: what remains of a
+//! frozen-statistics BatchNorm and its activation once the BatchNorm scale is folded into the
+//! convolution weight.
+//!
+//! As separate candle ops (broadcast multiply, broadcast add, maximum, minimum) this took four
+//! full passes over every activation forward, more backward, and a fresh buffer each time; on
+//! MobileNetV2 those element-wise passes cost more than the matrix products.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `clamp(x + bias[c], 0, 6)` (or just `x + bias[c]` without `relu6`) for `x` `(N, C, H, W)` and
+/// `bias` `(C,)`, f32 or f64. Differentiable in both arguments; off CPU it uses candle's ops.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[[[-1f32, 2.0]], [[5.0, 7.0]]]], &Device::Cpu)?;
+/// let bias = Tensor::new(&[0.5f32, 0.5], &Device::Cpu)?;
+/// let y = xray_models::bias_relu6(&x, &bias, true)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![0.0, 2.5, 5.5, 6.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn bias_relu6(x: &Tensor, bias: &Tensor, relu6: bool) -> candle_core::Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    if bias.dims() != [c] {
+        bail!(
+            "bias_relu6: bias shape {:?} does not fit input {:?}: expected ({c},)",
+            bias.dims(),
+            x.dims()
+        );
+    }
+    if !x.device().is_cpu() {
+        let y = x.broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        return if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) };
+    }
+    x.contiguous()?
+        .apply_op2(&bias.contiguous()?, BiasAct { relu6 })
+}
+
+struct BiasAct {
+    relu6: bool,
+}
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("bias_relu6: inputs must be contiguous"),
+    }
+}
+
+/// Channel planes of `x`, each with its channel index, processed in parallel.
+fn forward<T>(x: &[T], bias: &[T], plane: usize, relu6: bool) -> Vec<T>
+where
+    T: num_traits::Float + Send + Sync,
+{
+    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
+    let channels = bias.len();
+    let mut out = vec![zero; x.len()];
+    out.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .enumerate()
+        .for_each(|(p, (o, xs))| {
+            let b = bias[p % channels];
+            if relu6 {
+                for (o, &v) in o.iter_mut().zip(xs) {
+                    *o = (v + b).max(zero).min(six);
+                }
+            } else {
+                for (o, &v) in o.iter_mut().zip(xs) {
+                    *o = v + b;
+                }
+            }
+        });
+    out
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-relu6"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l1.shape().dims4()?;
+        let plane = (h * w).max(1);
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(forward(
+                contiguous(x, l1)?,
+                contiguous(b, l2)?,
+                plane,
+                self.relu6,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(forward(
+                contiguous(x, l1)?,
+                contiguous(b, l2)?,
+                plane,
+                self.relu6,
+            )),
+            _ => bail!(
+                "bias_relu6: input and bias must both be f32 or both f64, got {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_x = if self.relu6 {
+            grad.contiguous()?.apply_op2_no_bwd(res, &Relu6Grad)?
+        } else {
+            grad.clone()
+        };
+        let grad_bias = grad_x.apply_op1_no_bwd(&ChannelSum)?;
+        Ok((Some(grad_x), Some(grad_bias)))
+    }
+}
+
+/// `(grad_out, output) -> grad_out` where `0 < output < 6`, else 0: ReLU6's derivative read
+/// from the op's own output (the kinks count as flat, as in PyTorch).
+struct Relu6Grad;
+
+fn relu6_grad<T: num_traits::Float + Send + Sync>(grad: &[T], out: &[T]) -> Vec<T> {
+    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
+    let mut result = vec![zero; grad.len()];
+    result
+        .par_chunks_mut(1 << 14)
+        .zip(grad.par_chunks(1 << 14).zip(out.par_chunks(1 << 14)))
+        .for_each(|(r, (g, o))| {
+            for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
+                *r = if o > zero && o < six { g } else { zero };
+            }
+        });
+    result
+}
+
+impl CustomOp2 for Relu6Grad {
+    fn name(&self) -> &'static str {
+        "relu6-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(g), CpuStorage::F32(o)) => {
+                CpuStorage::F32(relu6_grad(contiguous(g, l1)?, contiguous(o, l2)?))
+            }
+            (CpuStorage::F64(g), CpuStorage::F64(o)) => {
+                CpuStorage::F64(relu6_grad(contiguous(g, l1)?, contiguous(o, l2)?))
+            }
+            _ => bail!(
+                "relu6 backward: mixed dtypes {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `(N, C, H, W) -> (C,)`: the sum of each channel, one parallel pass over contiguous planes
+/// (candle's reduction over dimensions 0, 2 and 3 walks the tensor element by element).
+struct ChannelSum;
+
+fn channel_sum<T: num_traits::Float + Send + Sync + std::iter::Sum>(
+    x: &[T],
+    channels: usize,
+    plane: usize,
+) -> Vec<T> {
+    let planes: Vec<T> = x
+        .par_chunks(plane)
+        .map(|p| p.iter().copied().sum())
+        .collect();
+    let mut out = vec![T::zero(); channels];
+    for (i, v) in planes.into_iter().enumerate() {
+        out[i % channels] = out[i % channels] + v;
+    }
+    out
+}
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l.shape().dims4()?;
+        let plane = (h * w).max(1);
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(channel_sum(contiguous(x, l)?, c, plane)),
+            CpuStorage::F64(x) => CpuStorage::F64(channel_sum(contiguous(x, l)?, c, plane)),
+            _ => bail!("channel sum: unsupported dtype {:?}", s.dtype()),
+        };
+        Ok((out, Shape::from(c)))
+    }
+}
