@@ -10,11 +10,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::Holdout;
 use serde::Serialize;
 use xray_pneumonia::data::{load_images, scan_split, Label, LoadOptions, Sample};
 use xray_pneumonia::eval::{
@@ -23,17 +24,6 @@ use xray_pneumonia::eval::{
 };
 use xray_pneumonia::pipeline::{keep_freed_memory, pick_device};
 use xray_pneumonia::train::Bundle;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Holdout {
-    /// Every image of the folder.
-    All,
-    /// Patients in every bundle's validation side.
-    Validation,
-    /// Patients in every bundle's held-out test side.
-    Test,
-}
 
 #[derive(Parser, Debug)]
 #[command(about = "Compare model bundles on the same films (decision support only)")]
@@ -102,18 +92,13 @@ fn run() -> Result<()> {
         .collect::<Result<_>>()?;
     let mut samples: Vec<Sample> = scan_split(&args.data, &args.split)?;
     for b in &bundles {
-        let keep: HashSet<&String> = match args.holdout {
-            Holdout::All => continue,
-            Holdout::Validation => b.config.split.validation_patients.iter().collect(),
-            Holdout::Test => b.config.split.test_patients.iter().collect(),
-        };
-        samples.retain(|s| keep.contains(&s.patient_id));
+        args.holdout.retain(&mut samples, &b.config.split);
     }
     anyhow::ensure!(
         !samples.is_empty(),
-        "no film of {} is held out ({:?}) by every bundle",
+        "no film of {} is held out ({}) by every bundle",
         args.split,
-        args.holdout
+        args.holdout.name()
     );
     let labels: Vec<bool> = samples
         .iter()
@@ -176,14 +161,13 @@ fn run() -> Result<()> {
     }
 
     let data = format!(
-        "{}/{} ({:?} patients): {} films, {} patients",
+        "{}/{} ({} patients): {} films, {} patients",
         args.data.display(),
         args.split,
-        args.holdout,
+        args.holdout.name(),
         samples.len(),
         group_ids.len()
-    )
-    .to_lowercase();
+    );
     let mut md = format!(
         "# Model comparison\n\n{DISCLAIMER}\n\nData: {data}. 95% intervals: {} patient-bootstrap \
          resamples, seed {}. Each model at its own stored (validation-chosen) threshold.\n\n\

@@ -9,12 +9,12 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::Holdout;
 use xray_pneumonia::data::{
     images_to_tensor, load_images, scan_split, test_time_views, GrayImage, Label, LoadOptions,
 };
@@ -24,16 +24,6 @@ use xray_pneumonia::evaluation::{
 };
 use xray_pneumonia::pipeline::{keep_freed_memory, metrics_table, pick_device};
 use xray_pneumonia::train::Bundle;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Holdout {
-    /// Every image of the folder.
-    All,
-    /// Only the bundle's validation patients.
-    Validation,
-    /// Only the bundle's held-out test patients.
-    Test,
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -174,20 +164,13 @@ fn run() -> Result<()> {
     let bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;
     let mut samples = scan_split(&args.data, &args.split)?;
-    let wanted: Option<HashSet<&String>> = match args.holdout {
-        Holdout::All => None,
-        Holdout::Validation => Some(bundle.config.split.validation_patients.iter().collect()),
-        Holdout::Test => Some(bundle.config.split.test_patients.iter().collect()),
-    };
-    if let Some(wanted) = &wanted {
-        samples.retain(|s| wanted.contains(&s.patient_id));
-        anyhow::ensure!(
-            !samples.is_empty(),
-            "no image of {} belongs to the bundle's {:?} patients",
-            args.split,
-            args.holdout
-        );
-    }
+    args.holdout.retain(&mut samples, &bundle.config.split);
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "no image of {} belongs to the bundle's {} patients",
+        args.split,
+        args.holdout.name()
+    );
     let options = LoadOptions {
         size: bundle.config.preprocessing.size,
         skip_unreadable: args.skip_unreadable,
@@ -220,12 +203,11 @@ fn run() -> Result<()> {
     let at_half = evaluation.at_threshold_0_5;
 
     let name = format!(
-        "{}/{} ({:?})",
+        "{}/{} ({})",
         args.data.display(),
         args.split,
-        args.holdout
-    )
-    .to_lowercase();
+        args.holdout.name()
+    );
     print!(
         "{}",
         metrics_table(&[("bundle threshold", &metrics), ("threshold 0.5", &at_half)])
@@ -260,7 +242,7 @@ fn run() -> Result<()> {
     json["intervals"] = serde_json::to_value(&evaluation.intervals)?;
     json["evaluation"] = serde_json::to_value(&evaluation)?;
     json["tta"] = serde_json::json!(args.tta);
-    json["data"] = serde_json::json!({ "root": args.data, "split": args.split, "holdout": format!("{:?}", args.holdout).to_lowercase(), "skipped": set.skipped.len() });
+    json["data"] = serde_json::json!({ "root": args.data, "split": args.split, "holdout": args.holdout.name(), "skipped": set.skipped.len() });
     json["model"] = serde_json::json!(args.model);
     json["disclaimer"] = serde_json::json!(DISCLAIMER);
     std::fs::write(

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use common::Holdout;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use xray_pneumonia::data::{load_images, scan_split, LoadOptions};
@@ -30,16 +31,6 @@ use xray_pneumonia::explain::{
 };
 use xray_pneumonia::pipeline::{keep_freed_memory, pick_device};
 use xray_pneumonia::train::Bundle;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Holdout {
-    /// Every image of the folder.
-    All,
-    /// Only the bundle's validation patients.
-    Validation,
-    /// Only the bundle's held-out test patients.
-    Test,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Colours {
@@ -164,14 +155,7 @@ fn run() -> Result<()> {
     let mut methods = args.methods.clone();
     methods.dedup();
     let mut samples = scan_split(&args.data, &args.split)?;
-    let wanted: Option<HashSet<&String>> = match args.holdout {
-        Holdout::All => None,
-        Holdout::Validation => Some(bundle.config.split.validation_patients.iter().collect()),
-        Holdout::Test => Some(bundle.config.split.test_patients.iter().collect()),
-    };
-    if let Some(wanted) = &wanted {
-        samples.retain(|s| wanted.contains(&s.patient_id));
-    }
+    args.holdout.retain(&mut samples, &bundle.config.split);
     anyhow::ensure!(!samples.is_empty(), "no film to explain in {}", args.split);
     // An even spread over the sorted list covers both classes and many patients.
     let step = (samples.len() as f64 / args.limit.max(1) as f64).max(1.0);
@@ -394,7 +378,7 @@ fn run() -> Result<()> {
     );
     let json = serde_json::json!({
         "model": args.model,
-        "data": { "root": args.data, "split": args.split, "holdout": format!("{:?}", args.holdout).to_lowercase(), "films": set.images.len() },
+        "data": { "root": args.data, "split": args.split, "holdout": args.holdout.name(), "films": set.images.len() },
         "explained_class": "the model's decision at the bundle threshold",
         "settings": settings,
         "perturbation": { "steps": args.perturbation_steps, "deletion_fill": "the film blurred with sigma = 5% of its side", "order": "8x8-pixel tiles at 224 px (side / 28), by mean saliency", "insertion_start": "film blurred with sigma = 5% of its side" },

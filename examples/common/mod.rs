@@ -13,3 +13,44 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+/// Which patients of a folder a program scores: all, or one held-out side of a bundle's split.
+// Not every example filters by patient; those that do share this.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holdout {
+    /// Every image of the folder.
+    All,
+    /// Only the bundle's validation patients.
+    Validation,
+    /// Only the bundle's held-out test patients.
+    Test,
+}
+
+#[allow(dead_code)]
+impl Holdout {
+    /// Keeps the samples whose patient is on this side of `split` (all of them for `All`).
+    pub fn retain(
+        self,
+        samples: &mut Vec<xray_pneumonia::data::Sample>,
+        split: &xray_pneumonia::train::SplitRecord,
+    ) {
+        let side = match self {
+            Holdout::All => return,
+            Holdout::Validation => &split.validation_patients,
+            Holdout::Test => &split.test_patients,
+        };
+        let wanted: std::collections::HashSet<&String> = side.iter().collect();
+        samples.retain(|s| wanted.contains(&s.patient_id));
+    }
+
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Holdout::All => "all",
+            Holdout::Validation => "validation",
+            Holdout::Test => "test",
+        }
+    }
+}
