@@ -10,6 +10,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_storage::{dispatch, slice};
+
 /// `clamp(x + bias[c], 0, 6)` (or just `x + bias[c]` without `relu6`) for `x` `(N, C, H, W)` and
 /// `bias` `(C,)`, f32 or f64. Differentiable in both arguments; off CPU it uses candle's ops.
 ///
@@ -40,13 +42,6 @@ pub fn bias_relu6(x: &Tensor, bias: &Tensor, relu6: bool) -> candle_core::Result
 
 struct BiasAct {
     relu6: bool,
-}
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("bias_relu6: inputs must be contiguous"),
-    }
 }
 
 /// Channel planes of `x`, each with its channel index, processed in parallel.
@@ -89,25 +84,14 @@ impl CustomOp2 for BiasAct {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, _, h, w) = l1.shape().dims4()?;
         let plane = (h * w).max(1);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(forward(
-                contiguous(x, l1)?,
-                contiguous(b, l2)?,
-                plane,
-                self.relu6,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(forward(
-                contiguous(x, l1)?,
-                contiguous(b, l2)?,
-                plane,
-                self.relu6,
-            )),
-            _ => bail!(
-                "bias_relu6: input and bias must both be f32 or both f64, got {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let relu6 = self.relu6;
+        let out = dispatch(
+            "bias_relu6",
+            (s1, l1, "input"),
+            (s2, l2, "bias"),
+            |x, b| forward(x, b, plane, relu6),
+            |x, b| forward(x, b, plane, relu6),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -158,19 +142,13 @@ impl CustomOp2 for Relu6Grad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(o)) => {
-                CpuStorage::F32(relu6_grad(contiguous(g, l1)?, contiguous(o, l2)?))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(o)) => {
-                CpuStorage::F64(relu6_grad(contiguous(g, l1)?, contiguous(o, l2)?))
-            }
-            _ => bail!(
-                "relu6 backward: mixed dtypes {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let out = dispatch(
+            "relu6 backward",
+            (s1, l1, "output gradient"),
+            (s2, l2, "output"),
+            relu6_grad,
+            relu6_grad,
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -204,8 +182,12 @@ impl CustomOp1 for ChannelSum {
         let (_, c, h, w) = l.shape().dims4()?;
         let plane = (h * w).max(1);
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(channel_sum(contiguous(x, l)?, c, plane)),
-            CpuStorage::F64(x) => CpuStorage::F64(channel_sum(contiguous(x, l)?, c, plane)),
+            CpuStorage::F32(x) => {
+                CpuStorage::F32(channel_sum(slice(x, l, "channel sum", "input")?, c, plane))
+            }
+            CpuStorage::F64(x) => {
+                CpuStorage::F64(channel_sum(slice(x, l, "channel sum", "input")?, c, plane))
+            }
             _ => bail!("channel sum: unsupported dtype {:?}", s.dtype()),
         };
         Ok((out, Shape::from(c)))

@@ -20,6 +20,7 @@
 mod bias_act;
 mod classifier;
 mod conv_norm;
+mod cpu_storage;
 mod depthwise;
 mod error;
 mod init;

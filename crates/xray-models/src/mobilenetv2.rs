@@ -142,9 +142,15 @@ impl MobileNetV2 {
         self.features(x, false)
     }
 
-    /// With `detach_frozen`, the activations entering the first trainable stage are cut from
-    /// the autograd graph, so training never back-propagates through frozen stages.
+    /// Pooled features; see [`stage_output`](Self::stage_output) for `detach_frozen`.
     fn features(&self, x: &Tensor, detach_frozen: bool) -> Result<Tensor> {
+        self.stage_output(x, detach_frozen)?.mean((2, 3))
+    }
+
+    /// The last stage's output before pooling. With `detach_frozen`, the activations entering
+    /// the first trainable stage are cut from the autograd graph, so training never
+    /// back-propagates through frozen stages.
+    fn stage_output(&self, x: &Tensor, detach_frozen: bool) -> Result<Tensor> {
         let first_trainable = MOBILENET_V2_STAGES - self.config.trainable_stages;
         let mut x = x.clone();
         for (i, stage) in self.stages.iter().enumerate() {
@@ -156,17 +162,13 @@ impl MobileNetV2 {
         if detach_frozen && first_trainable == MOBILENET_V2_STAGES {
             x = x.detach();
         }
-        x.mean((2, 3))
+        Ok(x)
     }
 
     /// Evaluation-mode output of the last feature stage (`features.18`, 1280 channels, 1/32 of
     /// the input size) before pooling: the layer Grad-CAM explains.
     pub fn feature_map(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
-        for stage in &self.stages {
-            x = stage.forward(&x)?;
-        }
-        Ok(x)
+        self.stage_output(x, false)
     }
 
     /// Logits `(N, num_outputs)` from [`feature_map`](Self::feature_map): average pooling and

@@ -73,15 +73,20 @@ impl ScratchCnn {
     /// Evaluation-mode activation of the last convolutional block after its ReLU and before its
     /// pooling, `(N, C, H/2^(k-1), W/2^(k-1))`: the layer Grad-CAM explains.
     pub fn last_block_activation(&self, x: &Tensor) -> Result<Tensor> {
+        self.blocks_before_last_pool(x, false)
+    }
+
+    /// Every block (conv, BatchNorm in train or eval mode, ReLU), pooling after all but the last.
+    fn blocks_before_last_pool(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block
-                .norm
-                .forward_t(&block.conv.forward(&x)?, false)?
-                .relu()?;
-            if i + 1 < self.blocks.len() {
+            if i > 0 {
                 x = max_pool_2x2(&x)?;
             }
+            x = block
+                .norm
+                .forward_t(&block.conv.forward(&x)?, train)?
+                .relu()?;
         }
         Ok(x)
     }
@@ -96,14 +101,7 @@ impl ScratchCnn {
 impl ModuleT for ScratchCnn {
     /// Logits `(N, 1)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for block in &self.blocks {
-            x = block
-                .norm
-                .forward_t(&block.conv.forward(&x)?, train)?
-                .relu()?;
-            x = max_pool_2x2(&x)?;
-        }
+        let x = max_pool_2x2(&self.blocks_before_last_pool(x, train)?)?;
         let mut features = x.mean((2, 3))?;
         if train && self.dropout > 0.0 {
             features = candle_nn::ops::dropout(&features, self.dropout)?;

@@ -7,9 +7,9 @@
 
 mod cpu;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use crate::cpu_storage::dispatch;
 use cpu::Geometry;
 
 /// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, K, K)` (f32 or f64): square
@@ -67,37 +67,6 @@ fn geometry(
     })
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("depthwise_conv2d: {what} must be contiguous"),
-    }
-}
-
-/// Runs `kernel` on two f32 or two f64 storages.
-fn dispatch(
-    (s1, l1, what1): (&CpuStorage, &Layout, &str),
-    (s2, l2, what2): (&CpuStorage, &Layout, &str),
-    kernel_f32: impl Fn(&[f32], &[f32]) -> Vec<f32>,
-    kernel_f64: impl Fn(&[f64], &[f64]) -> Vec<f64>,
-) -> candle_core::Result<CpuStorage> {
-    match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(kernel_f32(
-            slice(a, l1, what1)?,
-            slice(b, l2, what2)?,
-        ))),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(kernel_f64(
-            slice(a, l1, what1)?,
-            slice(b, l2, what2)?,
-        ))),
-        _ => bail!(
-            "depthwise_conv2d: {what1} and {what2} must both be f32 or both f64, got {:?} and {:?}",
-            s1.dtype(),
-            s2.dtype()
-        ),
-    }
-}
-
 struct DepthwiseConv2d {
     stride: usize,
     padding: usize,
@@ -118,6 +87,7 @@ impl CustomOp2 for DepthwiseConv2d {
         let kernel = l2.shape().dims4()?.2;
         let g = geometry(l1, kernel, self.stride, self.padding)?;
         let out = dispatch(
+            "depthwise_conv2d",
             (s1, l1, "input"),
             (s2, l2, "weight"),
             |x, w| cpu::forward(x, w, &g),
@@ -191,6 +161,7 @@ impl CustomOp2 for InputGrad {
             padding: self.padding,
         };
         let out = dispatch(
+            "depthwise_conv2d",
             (s1, l1, "output gradient"),
             (s2, l2, "weight"),
             |go, w| cpu::input_grad(go, w, &g),
@@ -221,6 +192,7 @@ impl CustomOp2 for WeightGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geometry(l1, self.kernel, self.stride, self.padding)?;
         let out = dispatch(
+            "depthwise_conv2d",
             (s1, l1, "input"),
             (s2, l2, "output gradient"),
             |x, go| cpu::weight_grad(x, go, &g),

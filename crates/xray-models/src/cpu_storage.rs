@@ -1,0 +1,44 @@
+//! Shared plumbing of the CPU custom ops: contiguous slices of a storage, and running a kernel
+//! on two f32 or two f64 storages.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Layout};
+
+/// The contiguous data of `layout` in `data`; `op` and `what` name the op and the argument in
+/// the error.
+pub(crate) fn slice<'a, T>(
+    data: &'a [T],
+    layout: &Layout,
+    op: &str,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// Runs `kernel` on two f32 or two f64 storages.
+pub(crate) fn dispatch(
+    op: &str,
+    (s1, l1, what1): (&CpuStorage, &Layout, &str),
+    (s2, l2, what2): (&CpuStorage, &Layout, &str),
+    kernel_f32: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    kernel_f64: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(kernel_f32(
+            slice(a, l1, op, what1)?,
+            slice(b, l2, op, what2)?,
+        ))),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(kernel_f64(
+            slice(a, l1, op, what1)?,
+            slice(b, l2, op, what2)?,
+        ))),
+        _ => bail!(
+            "{op}: {what1} and {what2} must both be f32 or both f64, got {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
+}
