@@ -200,6 +200,7 @@ fn run() -> Result<()> {
     let (mut random_deletion, mut random_insertion) = (Vec::new(), Vec::new());
     // Maps of the trained model for the randomisation check: (film index, class, method, map).
     let mut kept: Vec<(usize, ExplainedClass, Method, SaliencyMap)> = Vec::new();
+    let mut kept_references: Vec<References> = Vec::new();
     let bar = ProgressBar::new(set.images.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} films, {elapsed} < {eta}")
@@ -219,32 +220,18 @@ fn run() -> Result<()> {
             block,
             args.seed.wrapping_add(k as u64),
         );
-        let logits = |x: &candle_core::Tensor| bundle.model.logits(x);
-        let curve_steps = args.perturbation_steps;
-        random_deletion.push(
-            deletion_curve(
-                logits,
-                &references.input,
-                &references.blurred,
-                &random,
-                curve_steps,
-                args.batch_size,
-                class,
-            )?
-            .auc,
-        );
-        random_insertion.push(
-            insertion_curve(
-                logits,
-                &references.input,
-                &references.blurred,
-                &random,
-                curve_steps,
-                args.batch_size,
-                class,
-            )?
-            .auc,
-        );
+        // Deletion and insertion areas of one tile order.
+        let areas = |order: &[usize]| -> Result<(f64, f64)> {
+            let logits = |x: &candle_core::Tensor| bundle.model.logits(x);
+            let (input, blurred) = (&references.input, &references.blurred);
+            let (steps, batch) = (args.perturbation_steps, args.batch_size);
+            let deletion = deletion_curve(logits, input, blurred, order, steps, batch, class)?;
+            let insertion = insertion_curve(logits, input, blurred, order, steps, batch, class)?;
+            Ok((deletion.auc, insertion.auc))
+        };
+        let (deletion, insertion) = areas(&random)?;
+        random_deletion.push(deletion);
+        random_insertion.push(insertion);
         let mut tiles = vec![overlay(
             film,
             &SaliencyMap::from_values(film.width(), film.height(), vec![0.0; pixels], logit),
@@ -257,35 +244,17 @@ fn run() -> Result<()> {
             let order = block_ranking(&map, block);
             let a = acc.entry(method).or_default();
             a.seconds.push(seconds);
-            a.deletion.push(
-                deletion_curve(
-                    logits,
-                    &references.input,
-                    &references.blurred,
-                    &order,
-                    curve_steps,
-                    args.batch_size,
-                    class,
-                )?
-                .auc,
-            );
-            a.insertion.push(
-                insertion_curve(
-                    logits,
-                    &references.input,
-                    &references.blurred,
-                    &order,
-                    curve_steps,
-                    args.batch_size,
-                    class,
-                )?
-                .auc,
-            );
+            let (deletion, insertion) = areas(&order)?;
+            a.deletion.push(deletion);
+            a.insertion.push(insertion);
             a.lung_share.push(region.share(&map));
             tiles.push(overlay(film, &map, &style));
             if k < args.randomization_images {
                 kept.push((k, class, method, map));
             }
+        }
+        if k < args.randomization_images {
+            kept_references.push(references);
         }
         let name = set.samples[k]
             .path
@@ -314,9 +283,13 @@ fn run() -> Result<()> {
         randomize_weights(&randomized.varmap, &prefixes, args.seed)?;
         let mut per_method: BTreeMap<Method, Vec<f64>> = BTreeMap::new();
         for (k, class, method, trained) in &kept {
-            let references =
-                References::new(&set.images[*k], &bundle.config.preprocessing, &device)?;
-            let map = saliency(&randomized.model, *method, &references, *class, &settings)?;
+            let map = saliency(
+                &randomized.model,
+                *method,
+                &kept_references[*k],
+                *class,
+                &settings,
+            )?;
             per_method
                 .entry(*method)
                 .or_default()
