@@ -8,6 +8,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::cpu_storage::{dispatch, slice};
@@ -44,30 +45,46 @@ struct BiasAct {
     relu6: bool,
 }
 
+/// Elements per parallel task: small maps (7x7) are grouped, so that scheduling does not
+/// outweigh the work.
+const TASK_ELEMENTS: usize = 1 << 14;
+
 /// Channel planes of `x`, each with its channel index, processed in parallel.
 fn forward<T>(x: &[T], bias: &[T], plane: usize, relu6: bool) -> Vec<T>
 where
     T: num_traits::Float + Send + Sync,
 {
-    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
     let channels = bias.len();
-    let mut out = vec![zero; x.len()];
-    out.par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
+    let planes_per_task = (TASK_ELEMENTS / plane).max(1);
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(plane * planes_per_task)
+        .zip(x.par_chunks(plane * planes_per_task))
         .enumerate()
-        .for_each(|(p, (o, xs))| {
-            let b = bias[p % channels];
-            if relu6 {
-                for (o, &v) in o.iter_mut().zip(xs) {
-                    *o = (v + b).max(zero).min(six);
-                }
-            } else {
-                for (o, &v) in o.iter_mut().zip(xs) {
-                    *o = v + b;
-                }
+        .for_each(|(task, (o, xs))| {
+            for (i, (o, xs)) in o.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
+                let b = bias[(task * planes_per_task + i) % channels];
+                bias_act_plane(o, xs, b, relu6);
             }
         });
     out
+}
+
+/// `o = x + b`, clamped to `[0, 6]` with `relu6`. Comparisons rather than `max`/`min`: they
+/// vectorise, and a NaN stays NaN (so a diverging run is still caught by its loss).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn bias_act_plane<T: num_traits::Float>(o: &mut [T], xs: &[T], b: T, relu6: bool) {
+    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
+    if relu6 {
+        for (o, &v) in o.iter_mut().zip(xs) {
+            let y = v + b;
+            let y = if y < zero { zero } else { y };
+            *o = if y > six { six } else { y };
+        }
+    } else {
+        for (o, &v) in o.iter_mut().zip(xs) {
+            *o = v + b;
+        }
+    }
 }
 
 impl CustomOp2 for BiasAct {
@@ -117,17 +134,23 @@ impl CustomOp2 for BiasAct {
 struct Relu6Grad;
 
 fn relu6_grad<T: num_traits::Float + Send + Sync>(grad: &[T], out: &[T]) -> Vec<T> {
+    let mut result = vec![T::zero(); grad.len()];
+    result
+        .par_chunks_mut(TASK_ELEMENTS)
+        .zip(
+            grad.par_chunks(TASK_ELEMENTS)
+                .zip(out.par_chunks(TASK_ELEMENTS)),
+        )
+        .for_each(|(r, (g, o))| relu6_grad_chunk(r, g, o));
+    result
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn relu6_grad_chunk<T: num_traits::Float>(r: &mut [T], g: &[T], o: &[T]) {
     let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
-    let mut result = vec![zero; grad.len()];
-    result
-        .par_chunks_mut(1 << 14)
-        .zip(grad.par_chunks(1 << 14).zip(out.par_chunks(1 << 14)))
-        .for_each(|(r, (g, o))| {
-            for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
-                *r = if o > zero && o < six { g } else { zero };
-            }
-        });
-    result
+    for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
+        *r = if o > zero && o < six { g } else { zero };
+    }
 }
 
 impl CustomOp2 for Relu6Grad {
@@ -162,15 +185,27 @@ fn channel_sum<T: num_traits::Float + Send + Sync + std::iter::Sum>(
     channels: usize,
     plane: usize,
 ) -> Vec<T> {
-    let planes: Vec<T> = x
-        .par_chunks(plane)
-        .map(|p| p.iter().copied().sum())
-        .collect();
+    let planes: Vec<T> = x.par_chunks(plane).map(plane_sum).collect();
     let mut out = vec![T::zero(); channels];
     for (i, v) in planes.into_iter().enumerate() {
         out[i % channels] = out[i % channels] + v;
     }
     out
+}
+
+/// The sum of one plane in eight partial sums, which the compiler keeps in a vector register
+/// (one running float sum cannot be vectorised: it fixes the order of the additions).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn plane_sum<T: num_traits::Float>(values: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = *l + v;
+        }
+    }
+    let tail = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
+    lanes.iter().fold(tail, |a, &v| a + v)
 }
 
 impl CustomOp1 for ChannelSum {

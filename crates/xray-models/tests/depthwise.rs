@@ -181,6 +181,34 @@ fn handles_one_by_one_maps_and_mobilenet_shapes() -> candle_core::Result<()> {
             stride: 2,
             pad: 1,
         },
+        // Rows long enough for the 32- and 8-wide vector paths and a scalar tail.
+        Case {
+            n: 2,
+            c: 3,
+            h: 21,
+            w: 45,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Case {
+            n: 1,
+            c: 3,
+            h: 19,
+            w: 87,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        Case {
+            n: 1,
+            c: 2,
+            h: 9,
+            w: 50,
+            k: 5,
+            stride: 2,
+            pad: 2,
+        },
     ] {
         check(&case, &mut rng)?;
     }

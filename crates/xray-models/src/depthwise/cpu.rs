@@ -1,7 +1,13 @@
-//! CPU kernels of the depthwise convolution: one image plane per rayon task, inner loops over
-//! contiguous rows so that the compiler vectorises them at stride 1.
+//! CPU kernels of the depthwise convolution: one image plane (or, for the weight gradient, one
+//! channel) per rayon task. Each task copies its plane once into a zero-padded polyphase buffer
+//! ([`flat`](super::flat)), so that the whole plane is one weighted sum of contiguous runs with
+//! no bounds logic inside, computed in vector registers. The plane kernels are compiled for
+//! AVX2 and FMA (and NEON) besides the baseline, and the fastest one the CPU supports runs.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
+
+use super::flat::{correlate, weighted_sum, PlaneLayout, PolyphasePlane, Tap};
 
 /// The float types the kernels run on.
 pub(crate) trait Element:
@@ -57,150 +63,188 @@ impl Geometry {
         (self.in_w + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
-    /// Output columns `ox` whose input column `ox * stride + kx - padding` lies inside the row.
-    fn valid_cols(&self, kx: usize) -> std::ops::Range<usize> {
-        self.valid(kx, self.in_w, self.out_w())
-    }
-
-    fn valid_rows(&self, ky: usize) -> std::ops::Range<usize> {
-        self.valid(ky, self.in_h, self.out_h())
-    }
-
-    fn valid(&self, k: usize, input: usize, output: usize) -> std::ops::Range<usize> {
-        let first = self.padding.saturating_sub(k).div_ceil(self.stride);
-        if input + self.padding <= k {
-            return 0..0;
+    /// Where the forward pass and the weight gradient put an input plane: each output pixel's
+    /// taps at fixed offsets from its flat index in rows of `cols`.
+    fn input_layout(&self) -> PlaneLayout {
+        let reach = (self.kernel - 1) / self.stride;
+        PlaneLayout {
+            height: self.in_h,
+            width: self.in_w,
+            pad_top: self.padding,
+            pad_left: self.padding,
+            stride: self.stride,
+            rows: self.out_h() + reach,
+            cols: self.out_w() + reach,
         }
-        let last = (input - 1 + self.padding - k) / self.stride + 1;
-        first.min(output)..last.min(output)
     }
 }
 
 /// `out[n, c] = sum_{ky,kx} w[c, ky, kx] * x[n, c, shifted]`.
 pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
-    let (oh, ow, k, s) = (g.out_h(), g.out_w(), g.kernel, g.stride);
+    let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     let mut out = vec![T::default(); g.batch * g.channels * oh * ow];
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, o)| {
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || (PolyphasePlane::new(), Vec::new()),
+        |(padded, flat), (plane, o)| {
             let c = plane % g.channels;
-            let xin = &x[plane * in_plane..(plane + 1) * in_plane];
-            let wk = &w[c * k * k..(c + 1) * k * k];
-            for ky in 0..k {
-                for oy in g.valid_rows(ky) {
-                    let iy = oy * s + ky - g.padding;
-                    let irow = &xin[iy * g.in_w..(iy + 1) * g.in_w];
-                    let orow = &mut o[oy * ow..(oy + 1) * ow];
-                    for kx in 0..k {
-                        let wv = wk[ky * k + kx];
-                        let cols = g.valid_cols(kx);
-                        if cols.is_empty() {
-                            continue;
-                        }
-                        let first_in = cols.start * s + kx - g.padding;
-                        if s == 1 {
-                            let src = &irow[first_in..first_in + cols.len()];
-                            for (ov, iv) in orow[cols].iter_mut().zip(src) {
-                                *ov += wv * *iv;
-                            }
-                        } else {
-                            for (i, ov) in orow[cols].iter_mut().enumerate() {
-                                *ov += wv * irow[first_in + i * s];
-                            }
-                        }
-                    }
-                }
-            }
-        });
+            let x = &x[plane * in_plane..(plane + 1) * in_plane];
+            forward_plane(x, &w[c * k * k..(c + 1) * k * k], o, g, padded, flat);
+        },
+    );
     out
 }
 
-/// Gradient with respect to the input: scatters each output gradient back through the kernel.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn forward_plane<T: Element>(
+    x: &[T],
+    wk: &[T],
+    out: &mut [T],
+    g: &Geometry,
+    padded: &mut PolyphasePlane<T>,
+    flat: &mut Vec<T>,
+) {
+    let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
+    let layout = g.input_layout();
+    padded.fill(x, &layout);
+    let padded = &*padded;
+    let len = oh * layout.cols;
+    flat.resize(len, T::default());
+    let taps: Vec<Tap<'_, T>> = (0..k * k)
+        .map(|t| (padded.run(t / k, t % k, len), wk[t]))
+        .collect();
+    weighted_sum(flat, &taps);
+    for (o, f) in out.chunks_exact_mut(ow).zip(flat.chunks_exact(layout.cols)) {
+        o.copy_from_slice(&f[..ow]);
+    }
+}
+
+/// Gradient with respect to the input: each input pixel gathers the output gradients it fed,
+/// through the same kernel weights.
 pub(crate) fn input_grad<T: Element>(grad_out: &[T], w: &[T], g: &Geometry) -> Vec<T> {
-    let (oh, ow, k, s) = (g.out_h(), g.out_w(), g.kernel, g.stride);
+    let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     let mut grad_in = vec![T::default(); g.batch * g.channels * in_plane];
-    grad_in
-        .par_chunks_mut(in_plane)
-        .enumerate()
-        .for_each(|(plane, gi)| {
+    grad_in.par_chunks_mut(in_plane).enumerate().for_each_init(
+        || (PolyphasePlane::new(), Vec::new()),
+        |(padded, flat), (plane, gi)| {
             let c = plane % g.channels;
             let go = &grad_out[plane * oh * ow..(plane + 1) * oh * ow];
-            let wk = &w[c * k * k..(c + 1) * k * k];
-            for ky in 0..k {
-                for oy in g.valid_rows(ky) {
-                    let iy = oy * s + ky - g.padding;
-                    let grow = &go[oy * ow..(oy + 1) * ow];
-                    let irow = &mut gi[iy * g.in_w..(iy + 1) * g.in_w];
-                    for kx in 0..k {
-                        let wv = wk[ky * k + kx];
-                        let cols = g.valid_cols(kx);
-                        if cols.is_empty() {
-                            continue;
-                        }
-                        let first_in = cols.start * s + kx - g.padding;
-                        if s == 1 {
-                            let dst = &mut irow[first_in..first_in + cols.len()];
-                            for (iv, gv) in dst.iter_mut().zip(&grow[cols]) {
-                                *iv += wv * *gv;
-                            }
-                        } else {
-                            for (i, gv) in grow[cols].iter().enumerate() {
-                                irow[first_in + i * s] += wv * *gv;
-                            }
-                        }
-                    }
-                }
-            }
-        });
+            input_grad_plane(go, &w[c * k * k..(c + 1) * k * k], gi, g, padded, flat);
+        },
+    );
     grad_in
 }
 
-/// Gradient with respect to the weights: per channel, correlates output gradients with inputs.
-/// Rows are summed in the element type and accumulated across rows and images in f64.
+/// Padded input pixel `(s*R + a, s*C + b)` receives output pixel `(R - m, C - n)` through
+/// weight `(a + s*m, b + s*n)`: for each phase `(a, b)`, a correlation of the output gradient
+/// (padded by `(K-1)/s` zeros before) with a sub-kernel, again as one flat weighted sum.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn input_grad_plane<T: Element>(
+    go: &[T],
+    wk: &[T],
+    gi: &mut [T],
+    g: &Geometry,
+    padded: &mut PolyphasePlane<T>,
+    flat: &mut Vec<T>,
+) {
+    let (oh, ow, k, s, p) = (g.out_h(), g.out_w(), g.kernel, g.stride, g.padding);
+    let lead = (k - 1) / s;
+    // Phase rows and columns that hold real input pixels.
+    let (phase_rows, phase_cols) = ((p + g.in_h - 1) / s + 1, (p + g.in_w - 1) / s + 1);
+    let layout = PlaneLayout {
+        height: oh,
+        width: ow,
+        pad_top: lead,
+        pad_left: lead,
+        stride: 1,
+        rows: phase_rows.max(oh) + lead,
+        cols: phase_cols.max(ow) + lead,
+    };
+    padded.fill(go, &layout);
+    let padded = &*padded;
+    let cols = layout.cols;
+    let len = phase_rows * cols;
+    flat.resize(s * s * len, T::default());
+    let mut taps: Vec<Tap<'_, T>> = Vec::with_capacity(k * k);
+    for (ab, phase) in flat.chunks_exact_mut(len).enumerate() {
+        let (a, b) = (ab / s, ab % s);
+        taps.clear();
+        for m in (0..).take_while(|m| a + s * m < k) {
+            for n in (0..).take_while(|n| b + s * n < k) {
+                let start = (lead - m) * cols + (lead - n);
+                taps.push((
+                    &padded.data()[start..start + len],
+                    wk[(a + s * m) * k + b + s * n],
+                ));
+            }
+        }
+        weighted_sum(phase, &taps);
+    }
+    for (iy, row) in gi.chunks_exact_mut(g.in_w).enumerate() {
+        let r = iy + p;
+        let phase_row = |b: usize| ((r % s) * s + b) * len + (r / s) * cols;
+        if s == 1 {
+            row.copy_from_slice(&flat[phase_row(0) + p..phase_row(0) + p + g.in_w]);
+            continue;
+        }
+        for (ix, v) in row.iter_mut().enumerate() {
+            let col = ix + p;
+            *v = flat[phase_row(col % s) + col / s];
+        }
+    }
+}
+
+/// Gradient with respect to the weights: per channel, the correlation of output gradients with
+/// the (padded) inputs, summed over the batch in f64.
 pub(crate) fn weight_grad<T: Element>(x: &[T], grad_out: &[T], g: &Geometry) -> Vec<T> {
-    let (oh, ow, k, s) = (g.out_h(), g.out_w(), g.kernel, g.stride);
-    let in_plane = g.in_h * g.in_w;
+    let k = g.kernel;
     let mut grad_w = vec![T::default(); g.channels * k * k];
-    grad_w
-        .par_chunks_mut(k * k)
-        .enumerate()
-        .for_each(|(c, gw)| {
+    grad_w.par_chunks_mut(k * k).enumerate().for_each_init(
+        || (PolyphasePlane::new(), Vec::new()),
+        |(padded, flat), (c, gw)| {
             let mut acc = vec![0f64; k * k];
             for n in 0..g.batch {
-                let plane = n * g.channels + c;
-                let xin = &x[plane * in_plane..(plane + 1) * in_plane];
-                let go = &grad_out[plane * oh * ow..(plane + 1) * oh * ow];
-                for ky in 0..k {
-                    for oy in g.valid_rows(ky) {
-                        let iy = oy * s + ky - g.padding;
-                        let irow = &xin[iy * g.in_w..(iy + 1) * g.in_w];
-                        let grow = &go[oy * ow..(oy + 1) * ow];
-                        for kx in 0..k {
-                            let cols = g.valid_cols(kx);
-                            if cols.is_empty() {
-                                continue;
-                            }
-                            let first_in = cols.start * s + kx - g.padding;
-                            let row_sum: T = if s == 1 {
-                                let src = &irow[first_in..first_in + cols.len()];
-                                grow[cols].iter().zip(src).map(|(&a, &b)| a * b).sum()
-                            } else {
-                                grow[cols]
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, &a)| a * irow[first_in + i * s])
-                                    .sum()
-                            };
-                            acc[ky * k + kx] += row_sum.to_f64();
-                        }
-                    }
-                }
+                weight_grad_plane(x, grad_out, n * g.channels + c, g, padded, flat, &mut acc);
             }
             for (dst, src) in gw.iter_mut().zip(acc) {
                 *dst = T::from_f64(src);
             }
-        });
+        },
+    );
     grad_w
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn weight_grad_plane<T: Element>(
+    x: &[T],
+    grad_out: &[T],
+    plane: usize,
+    g: &Geometry,
+    padded: &mut PolyphasePlane<T>,
+    flat: &mut Vec<T>,
+    acc: &mut [f64],
+) {
+    let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
+    let in_plane = g.in_h * g.in_w;
+    let layout = g.input_layout();
+    padded.fill(&x[plane * in_plane..(plane + 1) * in_plane], &layout);
+    // The output gradient in the same flat indexing, zero in the dropped columns.
+    let cols = layout.cols;
+    flat.resize(oh * cols, T::default());
+    let go = &grad_out[plane * oh * ow..(plane + 1) * oh * ow];
+    for (f, src) in flat.chunks_exact_mut(cols).zip(go.chunks_exact(ow)) {
+        f[..ow].copy_from_slice(src);
+        f[ow..].fill(T::default());
+    }
+    if k == 3 {
+        // The common case: all nine partial sums in registers in one pass.
+        let starts = std::array::from_fn(|t| padded.run_start(t / 3, t % 3));
+        correlate::<T, 9>(flat, padded.data(), starts, acc);
+        return;
+    }
+    for t in 0..k * k {
+        let starts = [padded.run_start(t / k, t % k)];
+        correlate::<T, 1>(flat, padded.data(), starts, &mut acc[t..t + 1]);
+    }
 }

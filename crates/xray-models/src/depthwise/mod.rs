@@ -6,6 +6,7 @@
 //! candle's grouped `conv2d`.
 
 mod cpu;
+mod flat;
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 

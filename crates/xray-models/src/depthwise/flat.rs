@@ -1,0 +1,185 @@
+//! The building blocks of the depthwise kernels.
+//!
+//! A plane is copied once into a zero-padded buffer split into `stride x stride` polyphase
+//! components, with every row of a component the same length. Output pixel `(oy, ox)` then
+//! reads tap `(ky, kx)` at a fixed offset from the flat index `oy * cols + ox`, so a whole
+//! plane is one weighted sum (or one correlation) of contiguous runs, computed in vector
+//! registers; the few columns past the output's width are computed too and dropped. Small maps
+//! (7x7, 14x14) thereby run as fast per pixel as large ones.
+//!
+//! The helpers are `#[inline(always)]` so that they take on the target features of the
+//! multiversioned kernels that call them.
+
+use super::cpu::Element;
+
+/// Outputs accumulated together: four 8-lane vectors of f32 hide the addition latency.
+const WIDE: usize = 32;
+/// One vector of f32.
+const NARROW: usize = 8;
+
+/// One input of a weighted sum: a run and its weight.
+pub(super) type Tap<'a, T> = (&'a [T], T);
+
+/// `out[i] = sum over taps of weight * run[i]`; every run is at least as long as `out`.
+#[inline(always)]
+pub(super) fn weighted_sum<T: Element>(out: &mut [T], taps: &[Tap<'_, T>]) {
+    let start = weighted_sum_lanes::<T, WIDE>(out, taps, 0);
+    let start = weighted_sum_lanes::<T, NARROW>(out, taps, start);
+    for (i, o) in out.iter_mut().enumerate().skip(start) {
+        let mut acc = T::default();
+        for &(run, w) in taps {
+            acc += w * run[i];
+        }
+        *o = acc;
+    }
+}
+
+#[inline(always)]
+fn weighted_sum_lanes<T: Element, const L: usize>(
+    out: &mut [T],
+    taps: &[Tap<'_, T>],
+    mut start: usize,
+) -> usize {
+    while let Some(chunk) = out[start..].first_chunk_mut::<L>() {
+        let mut acc = [T::default(); L];
+        for &(run, w) in taps {
+            // Fixed-size chunks: no bounds checks inside, so the loop becomes vector code.
+            if let Some(v) = run[start..].first_chunk::<L>() {
+                for l in 0..L {
+                    acc[l] += w * v[l];
+                }
+            }
+        }
+        *chunk = acc;
+        start += L;
+    }
+    start
+}
+
+/// Adds `sum_i g[i] * data[starts[t] + i]` to `totals[t]` for each of the `TAPS` taps, loading
+/// each chunk of `g` once for all of them; partial sums in `T`, totals in f64.
+#[inline(always)]
+pub(super) fn correlate<T: Element, const TAPS: usize>(
+    g: &[T],
+    data: &[T],
+    starts: [usize; TAPS],
+    totals: &mut [f64],
+) {
+    let mut acc = [[T::default(); NARROW]; TAPS];
+    let runs: [&[T]; TAPS] = std::array::from_fn(|t| &data[starts[t]..starts[t] + g.len()]);
+    let mut i = 0;
+    while let Some(gv) = g[i..].first_chunk::<NARROW>() {
+        for (a, run) in acc.iter_mut().zip(&runs) {
+            if let Some(v) = run[i..].first_chunk::<NARROW>() {
+                for l in 0..NARROW {
+                    a[l] += gv[l] * v[l];
+                }
+            }
+        }
+        i += NARROW;
+    }
+    for ((total, a), run) in totals.iter_mut().zip(&acc).zip(&runs) {
+        let tail: f64 = g[i..]
+            .iter()
+            .zip(&run[i..])
+            .map(|(&x, &y)| (x * y).to_f64())
+            .sum();
+        *total += a.iter().map(|v| v.to_f64()).sum::<f64>() + tail;
+    }
+}
+
+/// A zero-padded plane split into `stride x stride` polyphase components of `rows x cols`:
+/// component `(a, b)` holds padded pixel `(stride * r + a, stride * c + b)` at `(r, c)`.
+pub(super) struct PolyphasePlane<T> {
+    data: Vec<T>,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Where a plane goes in a [`PolyphasePlane`]: its size, the zero rows and columns before it,
+/// and the size of each component.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PlaneLayout {
+    pub height: usize,
+    pub width: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<T: Element> PolyphasePlane<T> {
+    pub fn new() -> Self {
+        PolyphasePlane {
+            data: Vec::new(),
+            stride: 1,
+            rows: 0,
+            cols: 0,
+        }
+    }
+
+    /// Copies `plane` in, zeros around it. One spare row at the end lets the last
+    /// component's shifted runs read past its end (into values that only dropped columns use).
+    #[inline(always)]
+    pub fn fill(&mut self, plane: &[T], p: &PlaneLayout) {
+        let s = p.stride;
+        (self.stride, self.rows, self.cols) = (s, p.rows, p.cols);
+        let component = p.rows * p.cols;
+        // Every element is written below, so a reused buffer needs no clearing pass.
+        self.data.resize(s * s * component + p.cols, T::default());
+        let (components, spare) = self.data.split_at_mut(s * s * component);
+        spare.fill(T::default());
+        for (ab, comp) in components.chunks_exact_mut(component).enumerate() {
+            let (a, b) = (ab / s, ab % s);
+            for (r, row) in comp.chunks_exact_mut(p.cols).enumerate() {
+                // Padded row s*r + a is source row s*r + a - pad_top, if that exists.
+                let y = (s * r + a).checked_sub(p.pad_top).filter(|&y| y < p.height);
+                let Some(y) = y else {
+                    row.fill(T::default());
+                    continue;
+                };
+                let src = &plane[y * p.width..(y + 1) * p.width];
+                // Padded column s*c + b is source column s*c + b - pad_left.
+                let first_c = p.pad_left.saturating_sub(b).div_ceil(s).min(p.cols);
+                let first_x = first_c * s + b - p.pad_left;
+                let (before, from) = row.split_at_mut(first_c);
+                before.fill(T::default());
+                let written = if s == 1 {
+                    let n = p.width.saturating_sub(first_x).min(from.len());
+                    from[..n].copy_from_slice(&src[first_x..first_x + n]);
+                    n
+                } else {
+                    from.iter_mut()
+                        .zip(src.iter().skip(first_x).step_by(s))
+                        .map(|(dst, &v)| *dst = v)
+                        .count()
+                };
+                from[written..].fill(T::default());
+            }
+        }
+    }
+
+    /// The run for tap `(ky, kx)`: component `(ky % s, kx % s)` from row `ky / s`, column
+    /// `kx / s` onwards, `len` long in flat `cols`-wide indexing.
+    #[inline(always)]
+    pub fn run(&self, ky: usize, kx: usize, len: usize) -> &[T] {
+        let start = self.run_start(ky, kx);
+        &self.data[start..start + len]
+    }
+
+    /// Where [`run`](Self::run) starts in [`data`](Self::data).
+    #[inline(always)]
+    pub fn run_start(&self, ky: usize, kx: usize) -> usize {
+        let s = self.stride;
+        let component = ((ky % s) * s + kx % s) * self.rows * self.cols;
+        component + (ky / s) * self.cols + kx / s
+    }
+
+    /// The whole buffer.
+    #[inline(always)]
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+}

@@ -1,0 +1,498 @@
+//! Times this project's CPU work under the names and JSON format of
+//! `../shared/bench/pytorch_ref.py`, so that the two can be set side by side:
+//!
+//! ```text
+//! cargo run --release --example bench -- [--threads 2] [--batch 32] [--only NAME,...]
+//!     [--reference VENV/bin/python]   # also run the PyTorch script and print ratios
+//! ```
+//!
+//! One JSON object per line: `{"name", "unit", "median", "min", "max", "runs", "threads",
+//! "batch", "config", "gflops_per_s"}` (the last: achieved GFLOP/s at the median, where the
+//! workload's operation count is known). Workloads, f32, random inputs at 224x224:
+//! `mnv2_infer`, `mnv2_infer_b1`, `mnv2_train`, `mnv2_head_train`, `plaincnn_train`,
+//! `dwconv_fwd_bwd` (as in the PyTorch script), plus `data_pipeline` (read, decode, resize,
+//! augment and batch real films, images/s) and `peak_gflops` (one large matrix product: this
+//! machine's practical ceiling).
+//!
+//! Differences from the PyTorch workloads, by design: our MobileNetV2 keeps BatchNorm on stored
+//! statistics in training (the shared weights have it folded in; see their README), where the
+//! PyTorch script trains with batch statistics; and our training steps use AdamW, our trainer's
+//! optimiser, where the script uses SGD with momentum (AdamW does slightly more work).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{loss::binary_cross_entropy_with_logit, ModuleT, Optimizer, VarBuilder, VarMap};
+use clap::Parser;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use xray_pneumonia::data::{
+    augment, images_to_tensor, load_images, scan_split, AugmentConfig, LoadOptions, Normalization,
+    Preprocessing,
+};
+use xray_pneumonia::models::{
+    depthwise_conv2d, seeded_init, Architecture, Classifier, MobileNetV2Config, ScratchCnnConfig,
+};
+use xray_pneumonia::pipeline::keep_freed_memory;
+
+const ALL: [&str; 8] = [
+    "mnv2_infer",
+    "mnv2_infer_b1",
+    "mnv2_train",
+    "mnv2_head_train",
+    "plaincnn_train",
+    "dwconv_fwd_bwd",
+    "data_pipeline",
+    "peak_gflops",
+];
+
+#[derive(Parser, Debug)]
+#[command(about = "Time the project's CPU workloads in pytorch_ref.py's format")]
+struct Args {
+    /// Threads for rayon and the matrix products.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Batch size of the batched workloads.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Comma-separated workload names (default: all).
+    #[arg(long, default_value = "")]
+    only: String,
+    /// One warm-up and two timed runs: a smoke test, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Dataset root with `train/{NORMAL,PNEUMONIA}` for `data_pipeline`.
+    #[arg(long, default_value = "../shared/data/kermany224")]
+    data: PathBuf,
+    /// A Python with torch and torchvision: run `--reference-script` with the same threads,
+    /// batch and workloads after ours, and print each ratio.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The PyTorch reference script.
+    #[arg(long, default_value = "../shared/bench/pytorch_ref.py")]
+    reference_script: PathBuf,
+    /// Also write the comparison as a Markdown table here.
+    #[arg(long)]
+    table: Option<PathBuf>,
+}
+
+/// One result line, in the PyTorch script's format plus the achieved GFLOP/s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    unit: String,
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+    threads: usize,
+    batch: usize,
+    config: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gflops_per_s: Option<f64>,
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_main(run)
+}
+
+fn run() -> Result<()> {
+    keep_freed_memory();
+    let args = Args::parse();
+    // candle's matrix products read this once, at their first use.
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()
+        .context("starting the thread pool")?;
+    let wanted: Vec<&str> = args.only.split(',').filter(|s| !s.is_empty()).collect();
+    if let Some(unknown) = wanted.iter().find(|w| !ALL.contains(w)) {
+        bail!("unknown workload {unknown:?}; known: {}", ALL.join(", "));
+    }
+    let bench = Bench {
+        batch: args.batch,
+        threads: args.threads,
+        warmup: if args.quick { 1 } else { 2 },
+        runs: if args.quick { 2 } else { 5 },
+    };
+    let mut ours = Vec::new();
+    for name in ALL {
+        if !wanted.is_empty() && !wanted.contains(&name) {
+            continue;
+        }
+        let record = bench.workload(name, &args.data)?;
+        println!("{}", serde_json::to_string(&record)?);
+        ours.push(record);
+    }
+    if let Some(python) = &args.reference {
+        let theirs = run_reference(python, &args)?;
+        let peak = ours
+            .iter()
+            .find(|r| r.name == "peak_gflops")
+            .map(|r| r.median);
+        let table = comparison_table(&ours, &theirs, peak);
+        println!("{table}");
+        if let Some(path) = &args.table {
+            std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+struct Bench {
+    batch: usize,
+    threads: usize,
+    warmup: usize,
+    runs: usize,
+}
+
+impl Bench {
+    fn workload(&self, name: &str, data: &std::path::Path) -> Result<Record> {
+        let b = self.batch;
+        let device = Device::Cpu;
+        match name {
+            "mnv2_infer" => {
+                let model = mobilenet(0, &device)?.0;
+                let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), &device)?;
+                let secs = timed(|| model.logits(&x).map(drop), self.warmup, self.runs)?;
+                Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
+            }
+            "mnv2_infer_b1" => {
+                let model = mobilenet(0, &device)?.0;
+                let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), &device)?;
+                let secs = timed(|| model.logits(&x).map(drop), 3, self.runs * 4)?;
+                let mut r = self.record(name, secs, 1, Some(mobilenet_forward_flops(224)));
+                (r.unit, r.median, r.min, r.max) = (
+                    "ms".into(),
+                    1e3 / r.median,
+                    1e3 / r.max, // the fastest run has the highest images/s
+                    1e3 / r.min,
+                );
+                r.batch = self.batch;
+                Ok(r)
+            }
+            "mnv2_train" => {
+                let (model, varmap) = mobilenet(19, &device)?;
+                let step = train_step(&model, &varmap, b, &device)?;
+                let secs = timed(step, self.warmup, self.runs)?;
+                Ok(self.record(name, secs, b, Some(3.0 * mobilenet_forward_flops(224))))
+            }
+            "mnv2_head_train" => {
+                let (model, varmap) = mobilenet(0, &device)?;
+                let step = train_step(&model, &varmap, b, &device)?;
+                let secs = timed(step, self.warmup, self.runs)?;
+                Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
+            }
+            "plaincnn_train" => {
+                let varmap = VarMap::new();
+                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+                let model = Classifier::new(&Architecture::ScratchCnn(plain_cnn()), vb)?;
+                seeded_init(&varmap, "", 0)?;
+                let step = train_step(&model, &varmap, b, &device)?;
+                let secs = timed(step, self.warmup, self.runs)?;
+                Ok(self.record(name, secs, b, Some(3.0 * plain_cnn_forward_flops(224))))
+            }
+            "dwconv_fwd_bwd" => {
+                let (c, h) = (144, 56);
+                let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, h), &device)?)?;
+                let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (c, 1, 3, 3), &device)?)?;
+                let step = || -> candle_core::Result<()> {
+                    depthwise_conv2d(&x, &w, 1, 1)?.sum_all()?.backward()?;
+                    Ok(())
+                };
+                let secs = timed(step, self.warmup, self.runs * 2)?;
+                let flops = (3 * 2 * b * c * h * h * 9) as f64;
+                let mut r = self.record(name, secs, 1, None);
+                (r.unit, r.median, r.min, r.max) = (
+                    "GFLOP/s".into(),
+                    r.median * flops / 1e9,
+                    r.min * flops / 1e9,
+                    r.max * flops / 1e9,
+                );
+                r.gflops_per_s = Some(r.median);
+                Ok(r)
+            }
+            "data_pipeline" => self.data_pipeline(data),
+            "peak_gflops" => {
+                let n = 2048;
+                let a = Tensor::randn(0f32, 1.0, (n, n), &device)?;
+                let bm = Tensor::randn(0f32, 1.0, (n, n), &device)?;
+                let secs = timed(|| a.matmul(&bm).map(drop), self.warmup, self.runs)?;
+                let flops = 2.0 * (n as f64).powi(3);
+                let mut r = self.record(name, secs, 1, None);
+                (r.unit, r.median, r.min, r.max) = (
+                    "GFLOP/s".into(),
+                    r.median * flops / 1e9,
+                    r.min * flops / 1e9,
+                    r.max * flops / 1e9,
+                );
+                r.gflops_per_s = Some(r.median);
+                r.batch = n;
+                Ok(r)
+            }
+            other => bail!("unknown workload {other:?}"),
+        }
+    }
+
+    /// Reads, hashes, decodes and resizes real films, augments them and stacks them into an
+    /// input tensor: the training pipeline's per-epoch work, end to end.
+    fn data_pipeline(&self, data: &std::path::Path) -> Result<Record> {
+        let mut samples = scan_split(data, "train")
+            .with_context(|| format!("data_pipeline reads {}", data.display()))?;
+        samples.truncate(512);
+        let n = samples.len();
+        let preprocessing = Preprocessing {
+            size: 224,
+            channels: 3,
+            normalization: Normalization::MinusOneToOne,
+        };
+        let config = AugmentConfig::default();
+        let step = || -> Result<()> {
+            let set = load_images(
+                samples.clone(),
+                &LoadOptions {
+                    size: 224,
+                    skip_unreadable: false,
+                },
+            )?;
+            let augmented: Vec<_> = set
+                .images
+                .par_iter()
+                .enumerate()
+                .map(|(i, im)| {
+                    use rand::SeedableRng;
+                    augment(
+                        im,
+                        &config,
+                        &mut rand_chacha::ChaCha8Rng::seed_from_u64(i as u64),
+                    )
+                })
+                .collect();
+            for chunk in augmented.chunks(self.batch) {
+                let refs: Vec<_> = chunk.iter().collect();
+                images_to_tensor(&refs, &preprocessing, &Device::Cpu)?;
+            }
+            Ok(())
+        };
+        let secs = timed_any(step, 1, self.runs)?;
+        Ok(self.record("data_pipeline", secs, n, None))
+    }
+
+    /// Images per second from the run times of `per_run` images each.
+    fn record(&self, name: &str, secs: Vec<f64>, per_run: usize, flops: Option<f64>) -> Record {
+        let mut rates: Vec<f64> = secs.iter().map(|s| per_run as f64 / s).collect();
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        Record {
+            name: name.into(),
+            unit: "images/s".into(),
+            median: round3(median),
+            min: round3(rates[0]),
+            max: round3(rates[rates.len() - 1]),
+            runs: rates.len(),
+            threads: self.threads,
+            batch: self.batch,
+            config: "candle 0.11 + xray-models kernels, f32, NCHW".into(),
+            gflops_per_s: flops.map(|f| round3(median * f / 1e9)),
+        }
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
+fn timed(
+    mut step: impl FnMut() -> candle_core::Result<()>,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<f64>> {
+    timed_any(|| step().map_err(anyhow::Error::from), warmup, runs)
+}
+
+fn timed_any(mut step: impl FnMut() -> Result<()>, warmup: usize, runs: usize) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            step()?;
+            Ok(start.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+/// MobileNetV2 with one logit and `trainable_stages` trained (19: all), He-initialised: the
+/// timing does not depend on the weights' values.
+fn mobilenet(trainable_stages: usize, device: &Device) -> Result<(Classifier, VarMap)> {
+    let varmap = VarMap::new();
+    let config = MobileNetV2Config {
+        trainable_stages,
+        ..MobileNetV2Config::pneumonia()
+    };
+    let model = Classifier::new(
+        &Architecture::MobileNetV2(config),
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )?;
+    seeded_init(&varmap, "", 0)?;
+    Ok((model, varmap))
+}
+
+/// pytorch_ref.py's `PlainCnn`: four 3x3 blocks of 32-64-128-256 channels without convolution
+/// bias, BatchNorm with batch statistics, ReLU and 2x2 max-pooling; average pool; one logit.
+fn plain_cnn() -> ScratchCnnConfig {
+    ScratchCnnConfig {
+        in_channels: 3,
+        channels: vec![32, 64, 128, 256],
+        dropout: 0.0,
+    }
+}
+
+/// One optimiser step of binary cross-entropy on random labels, as a reusable closure.
+fn train_step<'a>(
+    model: &'a Classifier,
+    varmap: &VarMap,
+    batch: usize,
+    device: &Device,
+) -> Result<impl FnMut() -> candle_core::Result<()> + 'a> {
+    let mut optimizer = candle_nn::AdamW::new(model.trainable_vars(varmap), Default::default())?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), device)?;
+    let y = Tensor::rand(0f32, 1.0, batch, device)?
+        .ge(0.5)?
+        .to_dtype(DType::F32)?;
+    Ok(move || {
+        let logits = model.forward_t(&x, true)?;
+        optimizer.backward_step(&binary_cross_entropy_with_logit(&logits, &y)?)
+    })
+}
+
+/// Multiply-adds x 2 of one MobileNetV2 (width 1.0) forward pass at `size` x `size`.
+fn mobilenet_forward_flops(size: usize) -> f64 {
+    // (expansion, output channels, repeats, first stride), torchvision's table.
+    const SETTINGS: [(usize, usize, usize, usize); 7] = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ];
+    let mut hw = size / 2;
+    let mut macs = (hw * hw * 32 * 3 * 9) as f64;
+    let mut c = 32;
+    for (t, out, n, s) in SETTINGS {
+        for i in 0..n {
+            let hidden = c * t;
+            let in_hw = hw;
+            if i == 0 {
+                hw = hw.div_ceil(s);
+            }
+            if t != 1 {
+                macs += (in_hw * in_hw * c * hidden) as f64;
+            }
+            macs += (hw * hw * hidden * 9) as f64;
+            macs += (hw * hw * hidden * out) as f64;
+            c = out;
+        }
+    }
+    macs += (hw * hw * c * 1280) as f64;
+    2.0 * macs
+}
+
+/// Multiply-adds x 2 of one `PlainCnn` forward pass (convolutions only).
+fn plain_cnn_forward_flops(size: usize) -> f64 {
+    let (mut hw, mut c, mut macs) = (size, 3, 0.0);
+    for out in [32, 64, 128, 256] {
+        macs += (hw * hw * c * out * 9) as f64;
+        hw /= 2;
+        c = out;
+    }
+    2.0 * macs
+}
+
+/// Runs the PyTorch script with our threads, batch and workloads; returns its records by name.
+fn run_reference(python: &PathBuf, args: &Args) -> Result<BTreeMap<String, Record>> {
+    let mut command = Command::new(python);
+    command
+        .arg(&args.reference_script)
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--batch", &args.batch.to_string()]);
+    if !args.only.is_empty() {
+        command.args(["--only", &args.only]);
+    }
+    if args.quick {
+        command.arg("--quick");
+    }
+    let output = command.output().with_context(|| {
+        format!(
+            "running {} {}",
+            python.display(),
+            args.reference_script.display()
+        )
+    })?;
+    if !output.status.success() {
+        bail!(
+            "the reference script failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut records = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        println!("pytorch: {line}");
+        if let Ok(record) = serde_json::from_str::<Record>(line) {
+            records.insert(record.name.clone(), record);
+        }
+    }
+    Ok(records)
+}
+
+/// Markdown: workload, ours, PyTorch, speed ratio (above 1: we are faster), achieved GFLOP/s
+/// and its share of the measured peak.
+fn comparison_table(
+    ours: &[Record],
+    theirs: &BTreeMap<String, Record>,
+    peak: Option<f64>,
+) -> String {
+    let mut out = String::from(
+        "| workload | unit | ours (median, min-max) | PyTorch (median, min-max) | speed ratio | ours GFLOP/s | share of peak |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in ours {
+        let reference = theirs.get(&r.name);
+        let ratio = reference.map(|t| {
+            if r.unit == "ms" {
+                t.median / r.median
+            } else {
+                r.median / t.median
+            }
+        });
+        let fmt = |x: &Record| format!("{:.1} ({:.1}-{:.1})", x.median, x.min, x.max);
+        let share = match (r.gflops_per_s, peak) {
+            (Some(g), Some(p)) if p > 0.0 => format!("{:.0}%", 100.0 * g / p),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.name,
+            r.unit,
+            fmt(r),
+            reference.map(fmt).unwrap_or_else(|| "-".into()),
+            ratio
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            r.gflops_per_s
+                .map(|g| format!("{g:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            share,
+        ));
+    }
+    out
+}
