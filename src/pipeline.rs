@@ -32,6 +32,10 @@ pub fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (mallopt(3))
+                                                   // Worker threads would otherwise get arenas of their own, whose heaps glibc unmaps
+                                                   // whenever they fall empty, whatever the trim threshold: their pages then fault in
+                                                   // again at the next step.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -1,7 +1,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
-use crate::{bias_relu6, depthwise_conv2d, FrozenBatchNorm};
+use crate::{bias_relu6, depthwise_conv2d, im2col, FrozenBatchNorm};
 
 /// How a convolution mixes channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,26 +74,16 @@ impl Conv {
     }
 }
 
-/// A stride-1 convolution written as shifted views and one matrix product, so that its
+/// A stride-1 convolution as one matrix product with the [`im2col`] columns, so that its
 /// backward is matrix products too (candle's own input gradient is a slow direct loop).
 fn im2col_conv(x: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (out_c, _, k, _) = weight.dims4()?;
+    let (n, _, h, w) = x.dims4()?;
+    let (out_c, in_c, k, _) = weight.dims4()?;
     let (oh, ow) = (h + 2 * padding + 1 - k, w + 2 * padding + 1 - k);
-    let padded = x
-        .pad_with_zeros(2, padding, padding)?
-        .pad_with_zeros(3, padding, padding)?;
-    let mut shifted = Vec::with_capacity(k * k);
-    for ky in 0..k {
-        for kx in 0..k {
-            shifted.push(padded.narrow(2, ky, oh)?.narrow(3, kx, ow)?);
-        }
-    }
-    // (N, C, K*K, OH, OW) matches the weight's (O, C, K, K) flattening.
-    let columns = Tensor::stack(&shifted, 2)?.reshape((n, c * k * k, oh * ow))?;
+    let columns = im2col(x, k, padding)?;
     let w2 = weight
-        .reshape((1, out_c, c * k * k))?
-        .broadcast_as((n, out_c, c * k * k))?;
+        .reshape((1, out_c, in_c * k * k))?
+        .broadcast_as((n, out_c, in_c * k * k))?;
     w2.matmul(&columns)?.reshape((n, out_c, oh, ow))
 }
 

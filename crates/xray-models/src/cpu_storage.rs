@@ -42,3 +42,36 @@ pub(crate) fn dispatch(
         ),
     }
 }
+
+/// Runs `kernel` on three f32 or three f64 storages.
+pub(crate) fn dispatch3(
+    op: &str,
+    (s1, l1, what1): (&CpuStorage, &Layout, &str),
+    (s2, l2, what2): (&CpuStorage, &Layout, &str),
+    (s3, l3, what3): (&CpuStorage, &Layout, &str),
+    kernel_f32: impl Fn(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    kernel_f64: impl Fn(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+            Ok(CpuStorage::F32(kernel_f32(
+                slice(a, l1, op, what1)?,
+                slice(b, l2, op, what2)?,
+                slice(c, l3, op, what3)?,
+            )))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+            Ok(CpuStorage::F64(kernel_f64(
+                slice(a, l1, op, what1)?,
+                slice(b, l2, op, what2)?,
+                slice(c, l3, op, what3)?,
+            )))
+        }
+        _ => bail!(
+            "{op}: {what1}, {what2} and {what3} must all be f32 or all f64, got {:?}, {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype(),
+            s3.dtype()
+        ),
+    }
+}

@@ -1,5 +1,6 @@
 //! Pneumonia classifiers for candle: a from-scratch CNN and ImageNet-pretrained MobileNetV2 in
-//! torchvision's tensor layout, plus a fast depthwise convolution op.
+//! torchvision's tensor layout, plus the CPU ops that make them fast: depthwise convolution,
+//! im2col, BatchNorm+ReLU, bias+ReLU6 and 2x2 max-pooling, each with its backward.
 //!
 //! Loading the shared ImageNet weights into a pneumonia model (a new one-logit head):
 //! ```no_run
@@ -17,27 +18,33 @@
 
 #![warn(missing_docs)]
 
+mod batch_norm_relu;
 mod bias_act;
 mod classifier;
 mod conv_norm;
 mod cpu_storage;
 mod depthwise;
 mod error;
+mod im2col;
 mod init;
 mod inverted_residual;
+mod max_pool;
 mod mobilenetv2;
 mod norm;
 mod scratch_cnn;
 mod weights;
 
+pub use batch_norm_relu::BatchNormRelu;
 pub use bias_act::bias_relu6;
 pub use classifier::{Architecture, Classifier};
 pub use conv_norm::{Conv, ConvKind, ConvNormAct};
 pub use depthwise::depthwise_conv2d;
 pub use error::ModelError;
+pub use im2col::im2col;
 pub use init::seeded_init;
 pub use inverted_residual::InvertedResidual;
+pub use max_pool::max_pool_2x2;
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config, MOBILENET_V2_FEATURES, MOBILENET_V2_STAGES};
 pub use norm::FrozenBatchNorm;
-pub use scratch_cnn::{max_pool_2x2, ScratchCnn, ScratchCnnConfig};
+pub use scratch_cnn::{ScratchCnn, ScratchCnnConfig};
 pub use weights::load_weights_strict;

@@ -1,10 +1,9 @@
 use candle_core::{Result, Tensor};
-use candle_nn::{
-    batch_norm, linear, BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder,
-};
+use candle_nn::{linear, Linear, Module, ModuleT, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::conv_norm::{Conv, ConvKind};
+use crate::{max_pool_2x2, BatchNormRelu};
 
 /// A small CNN trained from scratch on gray films: per stage a 3x3 convolution, BatchNorm
 /// (batch statistics in training), ReLU and 2x2 max-pooling; then global average pooling,
@@ -32,7 +31,7 @@ impl Default for ScratchCnnConfig {
 #[derive(Debug, Clone)]
 struct ConvBlock {
     conv: Conv,
-    norm: BatchNorm,
+    norm: BatchNormRelu,
 }
 
 /// The from-scratch CNN. Tensor names: `features.<i>.conv.weight`, `features.<i>.bn.*`, `head.*`.
@@ -57,7 +56,7 @@ impl ScratchCnn {
             let vb = vb.pp("features").pp(i);
             blocks.push(ConvBlock {
                 conv: Conv::new(in_c, out_c, 3, 1, ConvKind::Dense, vb.pp("conv"))?,
-                norm: batch_norm(out_c, BatchNormConfig::default(), vb.pp("bn"))?,
+                norm: BatchNormRelu::new(out_c, vb.pp("bn"))?,
             });
             in_c = out_c;
         }
@@ -83,10 +82,7 @@ impl ScratchCnn {
             if i > 0 {
                 x = max_pool_2x2(&x)?;
             }
-            x = block
-                .norm
-                .forward_t(&block.conv.forward(&x)?, train)?
-                .relu()?;
+            x = block.norm.forward_t(&block.conv.forward(&x)?, train)?;
         }
         Ok(x)
     }
@@ -108,18 +104,4 @@ impl ModuleT for ScratchCnn {
         }
         self.head.forward(&features)
     }
-}
-
-/// 2x2 max-pooling with stride 2 (odd trailing rows and columns dropped, as `max_pool2d` does),
-/// written as reshape and max so that its gradient is exact: candle 0.11's `max_pool2d` backward
-/// scales the gradient by 1/4.
-pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (oh, ow) = (h / 2, w / 2);
-    let x = if (h, w) == (2 * oh, 2 * ow) {
-        x.clone()
-    } else {
-        x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)?
-    };
-    x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3)
 }

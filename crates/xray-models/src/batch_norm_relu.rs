@@ -1,0 +1,433 @@
+//! BatchNorm and ReLU as one op with its backward, in training (batch statistics) and in
+//! evaluation (stored statistics).
+//!
+//! candle-nn's training BatchNorm transposes and copies its input, then runs about ten
+//! broadcast ops, each a full pass with a fresh buffer, and more backward; on the from-scratch
+//! CNN at 224 px these passes cost more than the convolutions. Here: one pass for the
+//! statistics, one forward, two backward.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, Var};
+use candle_nn::{BatchNorm, BatchNormConfig, Init, ModuleT, VarBuilder};
+use multiversion::multiversion;
+use num_traits::Float;
+use rayon::prelude::*;
+
+use crate::cpu_storage::{dispatch3, slice};
+
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+/// `relu(batch_norm(x))` over the channels of an `(N, C, H, W)` input, with candle-nn's
+/// BatchNorm conventions and tensor names (`weight`, `bias`, `running_mean`, `running_var`;
+/// eps 1e-5, momentum 0.1, the running variance updated with the unbiased batch variance).
+#[derive(Debug, Clone)]
+pub struct BatchNormRelu {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    /// The same parameters as a candle-nn layer, for devices other than the CPU.
+    fallback: BatchNorm,
+}
+
+impl BatchNormRelu {
+    /// Loads or creates the parameters under `vb`.
+    pub fn new(channels: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        // The same variables as the fallback layer's, so both see every update.
+        let fallback = candle_nn::batch_norm(channels, BatchNormConfig::default(), vb.clone())?;
+        let running_mean =
+            Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?;
+        let running_var =
+            Var::from_tensor(&vb.get_with_hints(channels, "running_var", Init::Const(1.0))?)?;
+        Ok(BatchNormRelu {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            fallback,
+        })
+    }
+
+    /// Normalises with the batch's statistics and updates the running ones (`train`), or with
+    /// the running ones; then ReLU.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if !x.device().is_cpu() {
+            return self.fallback.forward_t(x, train)?.relu();
+        }
+        let x = x.contiguous()?;
+        let (mean, var) = if train {
+            let (mean, var) = channel_moments(&x)?;
+            let count = (n * h * w) as f64;
+            let unbiased = count / (count - 1.0).max(1.0);
+            let update = |stat: &Var, batch: &[f64], scale: f64| -> candle_core::Result<()> {
+                let old: Vec<f64> = stat
+                    .as_tensor()
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1()?;
+                let new: Vec<f64> = old
+                    .iter()
+                    .zip(batch)
+                    .map(|(o, b)| (1.0 - MOMENTUM) * o + MOMENTUM * scale * b)
+                    .collect();
+                stat.set(&Tensor::new(new, x.device())?.to_dtype(stat.dtype())?)
+            };
+            update(&self.running_mean, &mean, 1.0)?;
+            update(&self.running_var, &var, unbiased)?;
+            (mean, var)
+        } else {
+            let read = |t: &Tensor| t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>();
+            (
+                read(self.running_mean.as_tensor())?,
+                read(self.running_var.as_tensor())?,
+            )
+        };
+        if mean.len() != c {
+            bail!(
+                "batch_norm_relu: {} statistics for {c} channels",
+                mean.len()
+            );
+        }
+        let op = NormRelu {
+            inv_std: var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect(),
+            mean,
+            batch_stats: train,
+        };
+        x.apply_op3(&self.weight, &self.bias, op)
+    }
+}
+
+/// Per-channel mean and (biased) variance of an `(N, C, H, W)` tensor, in f64.
+fn channel_moments(x: &Tensor) -> candle_core::Result<(Vec<f64>, Vec<f64>)> {
+    let (n, _, h, w) = x.dims4()?;
+    let sums = x.apply_op1_no_bwd(&ChannelSums)?.to_vec2::<f64>()?;
+    let count = (n * h * w) as f64;
+    let mean: Vec<f64> = sums[0].iter().map(|s| s / count).collect();
+    let var = sums[1]
+        .iter()
+        .zip(&mean)
+        .map(|(s2, m)| (s2 / count - m * m).max(0.0))
+        .collect();
+    Ok((mean, var))
+}
+
+/// `(N, C, H, W) -> (2, C)` in f64: per channel the sum and the sum of squares.
+struct ChannelSums;
+
+impl CustomOp1 for ChannelSums {
+    fn name(&self) -> &'static str {
+        "channel-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l.shape().dims4()?;
+        let per_plane = match s {
+            CpuStorage::F32(x) => plane_moments(slice(x, l, "batch_norm_relu", "input")?, h * w),
+            CpuStorage::F64(x) => plane_moments(slice(x, l, "batch_norm_relu", "input")?, h * w),
+            other => bail!(
+                "batch_norm_relu: input must be f32 or f64, got {:?}",
+                other.dtype()
+            ),
+        };
+        let mut sums = vec![0f64; 2 * c];
+        for (p, (s, s2)) in per_plane.into_iter().enumerate() {
+            sums[p % c] += s;
+            sums[c + p % c] += s2;
+        }
+        Ok((CpuStorage::F64(sums), Shape::from((2, c))))
+    }
+}
+
+fn plane_moments<T: Float + Send + Sync>(x: &[T], plane: usize) -> Vec<(f64, f64)> {
+    x.par_chunks(plane.max(1)).map(sums_of_plane).collect()
+}
+
+/// Sum and sum of squares of one plane, in f64.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn sums_of_plane<T: Float>(x: &[T]) -> (f64, f64) {
+    let (mut s, mut s2) = ([0f64; 4], [0f64; 4]);
+    let mut chunks = x.chunks_exact(4);
+    for chunk in &mut chunks {
+        for l in 0..4 {
+            let v = chunk[l].to_f64().unwrap_or(f64::NAN);
+            s[l] += v;
+            s2[l] += v * v;
+        }
+    }
+    for &v in chunks.remainder() {
+        let v = v.to_f64().unwrap_or(f64::NAN);
+        s[0] += v;
+        s2[0] += v * v;
+    }
+    (s.iter().sum(), s2.iter().sum())
+}
+
+/// `relu((x - mean) * inv_std * weight + bias)` per channel; `batch_stats` says whether `mean`
+/// and `inv_std` came from this batch (so the backward differentiates through them).
+struct NormRelu {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    batch_stats: bool,
+}
+
+impl NormRelu {
+    /// Per channel `(a, d)` with `relu(x * a + d)` the output.
+    fn scale_shift(&self, weight: &[f64], bias: &[f64]) -> Vec<(f64, f64)> {
+        (0..self.mean.len())
+            .map(|c| {
+                let a = self.inv_std[c] * weight[c];
+                (a, bias[c] - self.mean[c] * a)
+            })
+            .collect()
+    }
+}
+
+fn as_f64<T: Float>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect()
+}
+
+impl CustomOp3 for NormRelu {
+    fn name(&self) -> &'static str {
+        "batch-norm-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l1.shape().dims4()?;
+        let plane = (h * w).max(1);
+        let out = dispatch3(
+            "batch_norm_relu",
+            (s1, l1, "input"),
+            (s2, l2, "weight"),
+            (s3, l3, "bias"),
+            |x, wt, b| self.forward(x, wt, b, plane),
+            |x, wt, b| self.forward(x, wt, b, plane),
+        )?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, c, h, w) = x.dims4()?;
+        let grad = grad.contiguous()?;
+        // Per channel: sum of the gradient that passes the ReLU, and of its product with the
+        // normalised input: the bias and weight gradients, and what the input gradient needs.
+        let sums = x.apply_op3_no_bwd(res, &grad, &GradSums(self))?;
+        let sums = sums.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        let (grad_bias, grad_weight) = (&sums[0], &sums[1]);
+        let count = (x.elem_count() / c) as f64;
+        let weight = weight.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        // dx = weight * inv_std * (dy - [batch] (sum dy + xhat * sum dy*xhat) / count).
+        let coefficients: Vec<[f64; 3]> = (0..c)
+            .map(|ch| {
+                let k = weight[ch] * self.inv_std[ch];
+                if self.batch_stats {
+                    [k, k * grad_bias[ch] / count, k * grad_weight[ch] / count]
+                } else {
+                    [k, 0.0, 0.0]
+                }
+            })
+            .collect();
+        let grad_x = x.apply_op3_no_bwd(
+            res,
+            &grad,
+            &InputGrad {
+                norm: self,
+                coefficients,
+                plane: (h * w).max(1),
+            },
+        )?;
+        let to_tensor = |v: &Vec<f64>| Tensor::new(v.as_slice(), x.device())?.to_dtype(x.dtype());
+        Ok((
+            Some(grad_x),
+            Some(to_tensor(grad_weight)?),
+            Some(to_tensor(grad_bias)?),
+        ))
+    }
+}
+
+impl NormRelu {
+    fn forward<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        weight: &[T],
+        bias: &[T],
+        plane: usize,
+    ) -> Vec<T> {
+        let ab = self.scale_shift(&as_f64(weight), &as_f64(bias));
+        let channels = ab.len();
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane))
+            .enumerate()
+            .for_each(|(p, (o, x))| {
+                let (a, d) = ab[p % channels];
+                let cast = |v: f64| T::from(v).unwrap_or(T::nan());
+                affine_relu_plane(o, x, cast(a), cast(d));
+            });
+        out
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn affine_relu_plane<T: Float>(o: &mut [T], x: &[T], a: T, d: T) {
+    for (o, &v) in o.iter_mut().zip(x) {
+        let y = v * a + d;
+        // A comparison, not `max`: it vectorises, and a NaN stays NaN.
+        *o = if y < T::zero() { T::zero() } else { y };
+    }
+}
+
+/// `(x, y, dy) -> (2, C)`: per channel `sum dy'` and `sum dy' * xhat`, where `dy'` is the
+/// gradient where the ReLU passed (`y > 0`) and `xhat = (x - mean) * inv_std`.
+struct GradSums<'a>(&'a NormRelu);
+
+impl CustomOp3 for GradSums<'_> {
+    fn name(&self) -> &'static str {
+        "batch-norm-relu-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l1.shape().dims4()?;
+        let plane = (h * w).max(1);
+        let norm = self.0;
+        let out = dispatch3(
+            "batch_norm_relu backward",
+            (s1, l1, "input"),
+            (s2, l2, "output"),
+            (s3, l3, "output gradient"),
+            |x, y, g| grad_sums(norm, x, y, g, plane),
+            |x, y, g| grad_sums(norm, x, y, g, plane),
+        )?;
+        Ok((out, Shape::from((2, c))))
+    }
+}
+
+fn grad_sums<T: Float + Send + Sync>(
+    norm: &NormRelu,
+    x: &[T],
+    y: &[T],
+    g: &[T],
+    plane: usize,
+) -> Vec<T> {
+    let channels = norm.mean.len();
+    let per_plane: Vec<(f64, f64)> = x
+        .par_chunks(plane)
+        .zip(y.par_chunks(plane))
+        .zip(g.par_chunks(plane))
+        .enumerate()
+        .map(|(p, ((x, y), g))| {
+            let c = p % channels;
+            let (s, sx) = gated_sums(x, y, g, T::from(norm.mean[c]).unwrap_or(T::nan()));
+            (s, sx * norm.inv_std[c])
+        })
+        .collect();
+    let mut out = vec![0f64; 2 * channels];
+    for (p, (s, sx)) in per_plane.into_iter().enumerate() {
+        out[p % channels] += s;
+        out[channels + p % channels] += sx;
+    }
+    out.into_iter()
+        .map(|v| T::from(v).unwrap_or(T::nan()))
+        .collect()
+}
+
+/// `(sum dy', sum dy' * (x - mean))` over one plane, partial sums in four f64 lanes.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn gated_sums<T: Float>(x: &[T], y: &[T], g: &[T], mean: T) -> (f64, f64) {
+    let (mut s, mut sx) = ([0f64; 4], [0f64; 4]);
+    for (i, ((&x, &y), &g)) in x.iter().zip(y).zip(g).enumerate() {
+        let dy = if y > T::zero() { g } else { T::zero() };
+        let dy = dy.to_f64().unwrap_or(f64::NAN);
+        s[i % 4] += dy;
+        sx[i % 4] += dy * (x - mean).to_f64().unwrap_or(f64::NAN);
+    }
+    (s.iter().sum(), sx.iter().sum())
+}
+
+/// `(x, y, dy) -> dx = k * dy' - k_bias - k_weight * xhat` per channel, from
+/// `coefficients[c] = [k, k_bias, k_weight]`.
+struct InputGrad<'a> {
+    norm: &'a NormRelu,
+    coefficients: Vec<[f64; 3]>,
+    plane: usize,
+}
+
+impl CustomOp3 for InputGrad<'_> {
+    fn name(&self) -> &'static str {
+        "batch-norm-relu-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = dispatch3(
+            "batch_norm_relu backward",
+            (s1, l1, "input"),
+            (s2, l2, "output"),
+            (s3, l3, "output gradient"),
+            |x, y, g| self.compute(x, y, g),
+            |x, y, g| self.compute(x, y, g),
+        )?;
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl InputGrad<'_> {
+    fn compute<T: Float + Send + Sync>(&self, x: &[T], y: &[T], g: &[T]) -> Vec<T> {
+        let channels = self.coefficients.len();
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(self.plane)
+            .zip(x.par_chunks(self.plane))
+            .zip(y.par_chunks(self.plane).zip(g.par_chunks(self.plane)))
+            .enumerate()
+            .for_each(|(p, ((o, x), (y, g)))| {
+                let c = p % channels;
+                let [k, k_bias, k_weight] = self.coefficients[c];
+                let cast = |v: f64| T::from(v).unwrap_or(T::nan());
+                // dx = k * dy' - k_bias - k_weight * inv_std * (x - mean)
+                let slope = cast(k_weight * self.norm.inv_std[c]);
+                let offset = cast(k_bias - k_weight * self.norm.inv_std[c] * self.norm.mean[c]);
+                input_grad_plane(o, x, y, g, cast(k), slope, offset);
+            });
+        out
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn input_grad_plane<T: Float>(o: &mut [T], x: &[T], y: &[T], g: &[T], k: T, slope: T, offset: T) {
+    for (((o, &x), &y), &g) in o.iter_mut().zip(x).zip(y).zip(g) {
+        let dy = if y > T::zero() { g } else { T::zero() };
+        *o = k * dy - (slope * x + offset);
+    }
+}

@@ -1,0 +1,146 @@
+//! 2x2 max-pooling with stride 2 as one op with its backward.
+//!
+//! Written with candle ops (a reshape and two `max`es) it is exact but slow backward: each `max`
+//! re-broadcasts its result, compares, converts and multiplies, four full passes, and every
+//! tied element (the zeros after a ReLU) receives the gradient. Here the backward is one pass
+//! and, as in PyTorch, only the first maximum of each window receives the gradient.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use num_traits::Float;
+use rayon::prelude::*;
+
+use crate::cpu_storage::{dispatch, slice};
+
+/// 2x2 max-pooling with stride 2 of an `(N, C, H, W)` tensor (odd trailing rows and columns
+/// dropped, as `max_pool2d` does). Differentiable; f32 or f64 on CPU, candle's ops elsewhere.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[[[1f32, 5.0, 2.0], [3.0, 4.0, 9.0]]]], &Device::Cpu)?;
+/// let y = xray_models::max_pool_2x2(&x)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![5.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn max_pool_2x2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h / 2, w / 2);
+    if oh == 0 || ow == 0 {
+        bail!("max_pool_2x2: a {h}x{w} map is smaller than one 2x2 window");
+    }
+    if !x.device().is_cpu() {
+        let x = x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)?;
+        return x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3);
+    }
+    x.contiguous()?.apply_op1(MaxPool)
+}
+
+struct MaxPool;
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let out = match s {
+            CpuStorage::F32(x) => {
+                CpuStorage::F32(pool(slice(x, l, "max_pool_2x2", "input")?, h, w))
+            }
+            CpuStorage::F64(x) => {
+                CpuStorage::F64(pool(slice(x, l, "max_pool_2x2", "input")?, h, w))
+            }
+            other => bail!(
+                "max_pool_2x2: input must be f32 or f64, got {:?}",
+                other.dtype()
+            ),
+        };
+        Ok((out, Shape::from((n, c, h / 2, w / 2))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad)?))
+    }
+}
+
+fn pool<T: Float + Send + Sync>(x: &[T], h: usize, w: usize) -> Vec<T> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![T::zero(); x.len() / (h * w) * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(o, x)| {
+            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
+                let (top, bottom) = (&x[2 * oy * w..][..w], &x[(2 * oy + 1) * w..][..w]);
+                for (ox, v) in orow.iter_mut().enumerate() {
+                    let window = [
+                        top[2 * ox],
+                        top[2 * ox + 1],
+                        bottom[2 * ox],
+                        bottom[2 * ox + 1],
+                    ];
+                    // A NaN wins, so that a diverging activation is not hidden.
+                    *v =
+                        window
+                            .into_iter()
+                            .fold(window[0], |a, b| if b > a || b.is_nan() { b } else { a });
+                }
+            }
+        });
+    out
+}
+
+/// `(x, grad_out) -> grad_x`: each window's gradient goes to its first maximum (row-major).
+struct MaxPoolGrad;
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l1.shape().dims4()?;
+        let out = dispatch(
+            "max_pool_2x2 backward",
+            (s1, l1, "input"),
+            (s2, l2, "output gradient"),
+            |x, g| unpool(x, g, h, w),
+            |x, g| unpool(x, g, h, w),
+        )?;
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+fn unpool<T: Float + Send + Sync>(x: &[T], grad: &[T], h: usize, w: usize) -> Vec<T> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w).zip(grad.par_chunks(oh * ow)))
+        .for_each(|(gx, (x, g))| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let cells = [
+                        2 * oy * w + 2 * ox,
+                        2 * oy * w + 2 * ox + 1,
+                        (2 * oy + 1) * w + 2 * ox,
+                        (2 * oy + 1) * w + 2 * ox + 1,
+                    ];
+                    let first_max = cells.into_iter().fold(cells[0], |best, i| {
+                        if x[i] > x[best] || (x[i].is_nan() && !x[best].is_nan()) {
+                            i
+                        } else {
+                            best
+                        }
+                    });
+                    gx[first_max] = g[oy * ow + ox];
+                }
+            }
+        });
+    out
+}

@@ -1,0 +1,234 @@
+//! The fused CPU ops against independent references: candle's own ops (im2col as padded,
+//! shifted views; BatchNorm as candle-nn's layer plus ReLU) and a naive loop (max-pooling),
+//! forward and backward, on random shapes including odd sizes.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{BatchNormConfig, ModuleT, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use xray_models::{im2col, max_pool_2x2, BatchNormRelu};
+
+fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dtype: DType) -> candle_core::Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+fn max_abs(a: &Tensor) -> candle_core::Result<f64> {
+    a.abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f64) -> candle_core::Result<()> {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes");
+    let diff = max_abs_diff(got, want)?;
+    let scale = max_abs(want)?.max(1.0);
+    assert!(
+        diff <= rel * scale,
+        "{what}: max difference {diff} (scale {scale})"
+    );
+    Ok(())
+}
+
+fn reference_im2col(x: &Tensor, k: usize, p: usize) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
+    let padded = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+    let mut views = Vec::new();
+    for ky in 0..k {
+        for kx in 0..k {
+            views.push(padded.narrow(2, ky, oh)?.narrow(3, kx, ow)?);
+        }
+    }
+    Tensor::stack(&views, 2)?.reshape((n, c * k * k, oh * ow))
+}
+
+#[test]
+fn im2col_matches_shifted_views_with_gradient() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..25 {
+        let k: usize = [1, 2, 3, 5][rng.random_range(0..4)];
+        let p = rng.random_range(0..k);
+        let (h, w) = (
+            rng.random_range(k.saturating_sub(2 * p).max(1)..13),
+            rng.random_range(k.saturating_sub(2 * p).max(1)..13),
+        );
+        let shape = [rng.random_range(1..3), rng.random_range(1..4), h, w];
+        for dtype in [DType::F32, DType::F64] {
+            let x = Var::from_tensor(&randn(&mut rng, &shape, dtype)?)?;
+            let ours = im2col(&x, k, p)?;
+            let want = reference_im2col(&x, k, p)?;
+            assert_close("im2col", &ours, &want, 0.0)?;
+            let r = randn(&mut rng, ours.dims(), dtype)?;
+            let g_ours = (&ours * &r)?.sum_all()?.backward()?;
+            let g_want = (&want * &r)?.sum_all()?.backward()?;
+            let (a, b) = (g_ours.get(&x).expect("grad"), g_want.get(&x).expect("grad"));
+            assert_close("im2col input gradient", a, b, 1e-5)?;
+        }
+    }
+    Ok(())
+}
+
+/// Our layer and candle-nn's BatchNorm (+ ReLU) with the same random affine parameters.
+fn norm_pair(
+    c: usize,
+    dtype: DType,
+    rng: &mut ChaCha8Rng,
+) -> candle_core::Result<(BatchNormRelu, candle_nn::BatchNorm, VarMap, VarMap)> {
+    let (mut ours_map, mut ref_map) = (VarMap::new(), VarMap::new());
+    let ours = BatchNormRelu::new(c, VarBuilder::from_varmap(&ours_map, dtype, &Device::Cpu))?;
+    let reference = candle_nn::batch_norm(
+        c,
+        BatchNormConfig::default(),
+        VarBuilder::from_varmap(&ref_map, dtype, &Device::Cpu),
+    )?;
+    for name in ["weight", "bias", "running_mean"] {
+        let v = randn(rng, &[c], dtype)?;
+        ours_map.set_one(name, &v)?;
+        ref_map.set_one(name, &v)?;
+    }
+    let var = (randn(rng, &[c], dtype)?.abs()? + 0.5)?;
+    ours_map.set_one("running_var", &var)?;
+    ref_map.set_one("running_var", &var)?;
+    Ok((ours, reference, ours_map, ref_map))
+}
+
+#[test]
+fn batch_norm_relu_matches_candle_nn_in_both_modes() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for case in 0..12 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let tol = if dtype == DType::F64 { 1e-9 } else { 2e-4 };
+        let shape = [
+            rng.random_range(1..4),
+            rng.random_range(1..5),
+            rng.random_range(1..7),
+            rng.random_range(1..9),
+        ];
+        if shape[0] * shape[2] * shape[3] < 2 {
+            continue; // one value per channel has no variance
+        }
+        for train in [true, false] {
+            let (ours, reference, ours_map, ref_map) = norm_pair(shape[1], dtype, &mut rng)?;
+            let x = Var::from_tensor(&randn(&mut rng, &shape, dtype)?.affine(3.0, 1.0)?)?;
+            let y = ours.forward_t(&x, train)?;
+            let want = reference.forward_t(&x, train)?.relu()?;
+            assert_close("forward", &y, &want, tol)?;
+            let r = randn(&mut rng, &shape, dtype)?;
+            let g = (&y * &r)?.sum_all()?.backward()?;
+            let gw = (&want * &r)?.sum_all()?.backward()?;
+            assert_close(
+                "input gradient",
+                g.get(&x).expect("x"),
+                gw.get(&x).expect("x"),
+                tol,
+            )?;
+            let (ours_vars, ref_vars) = (
+                ours_map.data().lock().unwrap(),
+                ref_map.data().lock().unwrap(),
+            );
+            for name in ["weight", "bias"] {
+                let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
+                let what = format!("{name} gradient (train {train})");
+                assert_close(
+                    &what,
+                    g.get(a).expect("grad"),
+                    gw.get(b).expect("grad"),
+                    tol,
+                )?;
+            }
+            for name in ["running_mean", "running_var"] {
+                let what = format!("{name} after the step (train {train})");
+                assert_close(
+                    &what,
+                    ours_vars[name].as_tensor(),
+                    ref_vars[name].as_tensor(),
+                    tol,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Naive 2x2 pooling and its gradient (to the first maximum of each window, row-major).
+fn naive_pool(x: &[f64], n_planes: usize, h: usize, w: usize, g: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut y = vec![0.0; n_planes * oh * ow];
+    let mut gx = vec![0.0; x.len()];
+    for p in 0..n_planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = p * h * w + 2 * oy * w + 2 * ox;
+                for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
+                    let i = p * h * w + (2 * oy + dy) * w + 2 * ox + dx;
+                    if x[i] > x[best] {
+                        best = i;
+                    }
+                }
+                let o = (p * oh + oy) * ow + ox;
+                y[o] = x[best];
+                gx[best] += g[o];
+            }
+        }
+    }
+    (y, gx)
+}
+
+#[test]
+fn max_pool_matches_a_naive_loop_including_ties() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for case in 0..20 {
+        let shape = [
+            rng.random_range(1..3),
+            rng.random_range(1..4),
+            rng.random_range(2..10),
+            rng.random_range(2..10),
+        ];
+        // Half the cases are ReLU-like, with many tied zeros.
+        let mut x = randn(&mut rng, &shape, DType::F64)?;
+        if case % 2 == 1 {
+            x = x.relu()?;
+        }
+        let xv = Var::from_tensor(&x)?;
+        let y = max_pool_2x2(&xv)?;
+        let g = randn(&mut rng, y.dims(), DType::F64)?;
+        let grads = (&y * &g)?.sum_all()?.backward()?;
+        let planes = shape[0] * shape[1];
+        let (want_y, want_gx) = naive_pool(
+            &x.flatten_all()?.to_vec1()?,
+            planes,
+            shape[2],
+            shape[3],
+            &g.flatten_all()?.to_vec1()?,
+        );
+        assert_eq!(
+            y.flatten_all()?.to_vec1::<f64>()?,
+            want_y,
+            "forward, shape {shape:?}"
+        );
+        let got_gx = grads
+            .get(&xv)
+            .expect("grad")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        assert_eq!(got_gx, want_gx, "gradient, shape {shape:?}");
+    }
+    Ok(())
+}
