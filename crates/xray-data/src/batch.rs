@@ -29,23 +29,24 @@ pub fn images_to_tensor(
         });
     }
     let plane = (size * size) as usize;
-    let mut data = Vec::with_capacity(images.len() * plane);
+    let channels = preprocessing.channels;
+    let mut data = Vec::with_capacity(images.len() * channels * plane);
     for image in images {
+        let start = data.len();
         data.extend(
             image
                 .as_raw()
                 .iter()
                 .map(|&v| preprocessing.normalization.apply(v)),
         );
+        // Repeat the gray plane for ImageNet-pretrained backbones (here, not with a broadcast
+        // copy: candle copies broadcast views element by element).
+        for _ in 1..channels {
+            data.extend_from_within(start..start + plane);
+        }
     }
     let (n, s) = (images.len(), size as usize);
-    let gray = Tensor::from_vec(data, (n, 1, s, s), device)?;
-    let tensor = if preprocessing.channels == 1 {
-        gray
-    } else {
-        gray.broadcast_as((n, preprocessing.channels, s, s))?
-            .contiguous()?
-    };
+    let tensor = Tensor::from_vec(data, (n, channels, s, s), device)?;
     Ok(tensor)
 }
 
