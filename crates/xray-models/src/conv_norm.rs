@@ -1,7 +1,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
-use crate::{bias_relu6, depthwise_conv2d, im2col, FrozenBatchNorm};
+use crate::{bias_relu6, depthwise_conv2d, im2col, pointwise_conv2d, FrozenBatchNorm};
 
 /// How a convolution mixes channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,16 +58,10 @@ impl Conv {
     /// Applies this convolution's geometry with another weight of the same shape (e.g. one with
     /// a BatchNorm scale folded in).
     pub fn forward_with(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-        let (out_c, _, k, _) = weight.dims4()?;
+        let k = weight.dim(2)?;
         match self.kind {
             ConvKind::Depthwise => depthwise_conv2d(x, weight, self.stride, self.padding),
-            ConvKind::Dense if k == 1 && self.stride == 1 => {
-                // A 1x1 convolution is a matrix product: skip im2col's copy.
-                let (n, c, h, w) = x.dims4()?;
-                let w2 = weight.reshape((1, out_c, c))?.broadcast_as((n, out_c, c))?;
-                w2.matmul(&x.reshape((n, c, h * w))?)?
-                    .reshape((n, out_c, h, w))
-            }
+            ConvKind::Dense if k == 1 && self.stride == 1 => pointwise_conv2d(x, weight),
             ConvKind::Dense if self.stride == 1 => im2col_conv(x, weight, self.padding),
             ConvKind::Dense => x.conv2d(weight, self.padding, self.stride, 1, 1),
         }

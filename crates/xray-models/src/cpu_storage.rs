@@ -21,20 +21,37 @@ pub(crate) fn slice<'a, T>(
 /// Runs `kernel` on two f32 or two f64 storages.
 pub(crate) fn dispatch(
     op: &str,
-    (s1, l1, what1): (&CpuStorage, &Layout, &str),
-    (s2, l2, what2): (&CpuStorage, &Layout, &str),
+    a: (&CpuStorage, &Layout, &str),
+    b: (&CpuStorage, &Layout, &str),
     kernel_f32: impl Fn(&[f32], &[f32]) -> Vec<f32>,
     kernel_f64: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    try_dispatch(
+        op,
+        a,
+        b,
+        |x, y| Ok(kernel_f32(x, y)),
+        |x, y| Ok(kernel_f64(x, y)),
+    )
+}
+
+/// [`dispatch`] for kernels that can fail.
+pub(crate) fn try_dispatch(
+    op: &str,
+    (s1, l1, what1): (&CpuStorage, &Layout, &str),
+    (s2, l2, what2): (&CpuStorage, &Layout, &str),
+    kernel_f32: impl Fn(&[f32], &[f32]) -> candle_core::Result<Vec<f32>>,
+    kernel_f64: impl Fn(&[f64], &[f64]) -> candle_core::Result<Vec<f64>>,
 ) -> candle_core::Result<CpuStorage> {
     match (s1, s2) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(kernel_f32(
             slice(a, l1, op, what1)?,
             slice(b, l2, op, what2)?,
-        ))),
+        )?)),
         (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(kernel_f64(
             slice(a, l1, op, what1)?,
             slice(b, l2, op, what2)?,
-        ))),
+        )?)),
         _ => bail!(
             "{op}: {what1} and {what2} must both be f32 or both f64, got {:?} and {:?}",
             s1.dtype(),

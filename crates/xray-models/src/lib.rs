@@ -28,9 +28,11 @@ mod error;
 mod im2col;
 mod init;
 mod inverted_residual;
+mod matmul;
 mod max_pool;
 mod mobilenetv2;
 mod norm;
+mod pointwise;
 mod scratch_cnn;
 mod weights;
 
@@ -46,5 +48,6 @@ pub use inverted_residual::InvertedResidual;
 pub use max_pool::max_pool_2x2;
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config, MOBILENET_V2_FEATURES, MOBILENET_V2_STAGES};
 pub use norm::FrozenBatchNorm;
+pub use pointwise::pointwise_conv2d;
 pub use scratch_cnn::{ScratchCnn, ScratchCnnConfig};
 pub use weights::load_weights_strict;

@@ -232,3 +232,45 @@ fn max_pool_matches_a_naive_loop_including_ties() -> candle_core::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn pointwise_conv_matches_broadcast_matmul_with_gradients() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for case in 0..16 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+        // Batch 1 splits the product itself; larger batches run images in parallel.
+        let (n, c, o) = (
+            [1, 2, 5][case % 3],
+            rng.random_range(1..20),
+            rng.random_range(1..20),
+        );
+        let (h, w) = (rng.random_range(1..9), rng.random_range(1..9));
+        let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], dtype)?)?;
+        let wt = Var::from_tensor(&randn(&mut rng, &[o, c, 1, 1], dtype)?)?;
+        let ours = xray_models::pointwise_conv2d(&x, &wt)?;
+        let want = wt
+            .reshape((1, o, c))?
+            .broadcast_as((n, o, c))?
+            .matmul(&x.reshape((n, c, h * w))?)?
+            .reshape((n, o, h, w))?;
+        assert_close("pointwise forward", &ours, &want, tol)?;
+        let r = randn(&mut rng, &[n, o, h, w], dtype)?;
+        let g = (&ours * &r)?.sum_all()?.backward()?;
+        let gw = (&want * &r)?.sum_all()?.backward()?;
+        for (name, var) in [("input", &x), ("weight", &wt)] {
+            let what = format!("pointwise {name} gradient");
+            assert_close(
+                &what,
+                g.get(var).expect("grad"),
+                gw.get(var).expect("grad"),
+                tol,
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The 1x1 convolution as one op with its backward, each image one matrix product.
+//!
+//! As candle's batched `matmul` against a weight broadcast over the batch, the weight gradient
+//! comes out as one `(O, C)` matrix per image, which candle's broadcast backward then sums with
+//! its generic strided reduction; here the per-image products accumulate straight into one
+//! weight gradient.
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use num_traits::Float;
+use rayon::prelude::*;
+
+use crate::cpu_storage::try_dispatch;
+use crate::matmul::{matmul, MatRef};
+
+/// `y[n, o] = sum_c w[o, c] * x[n, c]` over the pixels of `x` `(N, C, H, W)` with `weight`
+/// `(O, C, 1, 1)`: a 1x1 convolution without bias. Differentiable; f32 or f64 on CPU,
+/// candle's `matmul` elsewhere.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[[[1f32]], [[2.0]]]], &Device::Cpu)?; // (1, 2, 1, 1)
+/// let w = Tensor::new(&[[[[3f32]], [[4.0]]]], &Device::Cpu)?; // (1, 2, 1, 1)
+/// let y = xray_models::pointwise_conv2d(&x, &w)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![11.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (out_c, in_c, kh, kw) = weight.dims4()?;
+    if in_c != c || (kh, kw) != (1, 1) {
+        bail!(
+            "pointwise_conv2d: weight shape {:?} does not fit input {:?}: expected (O, {c}, 1, 1)",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    if !x.device().is_cpu() {
+        let w2 = weight.reshape((1, out_c, c))?.broadcast_as((n, out_c, c))?;
+        return w2
+            .matmul(&x.reshape((n, c, h * w))?)?
+            .reshape((n, out_c, h, w));
+    }
+    x.contiguous()?.apply_op2(&weight.contiguous()?, Pointwise)
+}
+
+/// Images per call run in parallel, each product on one thread, when there are enough of them
+/// to keep every thread busy; otherwise the products themselves are split.
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+struct Pointwise;
+
+impl CustomOp2 for Pointwise {
+    fn name(&self) -> &'static str {
+        "pointwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let out_c = l2.shape().dims4()?.0;
+        let out = try_dispatch(
+            "pointwise_conv2d",
+            (s1, l1, "input"),
+            (s2, l2, "weight"),
+            |x, wt| {
+                per_image(x, c * h * w, out_c * h * w, |x, y, t| {
+                    let wt = MatRef::row_major(wt, out_c, c);
+                    matmul(y, wt, MatRef::row_major(x, c, h * w), false, t)
+                })
+            },
+            |x, wt| {
+                per_image(x, c * h * w, out_c * h * w, |x, y, t| {
+                    let wt = MatRef::row_major(wt, out_c, c);
+                    matmul(y, wt, MatRef::row_major(x, c, h * w), false, t)
+                })
+            },
+        )?;
+        Ok((out, Shape::from((n, out_c, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let grad_x = grad.apply_op2_no_bwd(weight, &InputGrad)?;
+        let grad_w = x.apply_op2_no_bwd(&grad, &WeightGrad)?;
+        Ok((Some(grad_x), Some(grad_w)))
+    }
+}
+
+/// Runs `product(input image, output image, threads)` for every image.
+fn per_image<T: Float + Send + Sync + 'static>(
+    input: &[T],
+    in_size: usize,
+    out_size: usize,
+    product: impl Fn(&[T], &mut [T], usize) -> candle_core::Result<()> + Sync,
+) -> candle_core::Result<Vec<T>> {
+    let images = input.len() / in_size.max(1);
+    let mut out = vec![T::zero(); images * out_size];
+    let (inputs, outputs) = (
+        input.chunks(in_size.max(1)),
+        out.chunks_mut(out_size.max(1)),
+    );
+    if images >= threads() {
+        outputs
+            .zip(inputs)
+            .par_bridge()
+            .try_for_each(|(y, x)| product(x, y, 1))?;
+    } else {
+        for (y, x) in outputs.zip(inputs) {
+            product(x, y, threads())?;
+        }
+    }
+    Ok(out)
+}
+
+/// `(grad_out (N, O, H, W), weight (O, C, 1, 1)) -> grad_input (N, C, H, W)`: `W^T G` per image.
+struct InputGrad;
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "pointwise-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, out_c, h, w) = l1.shape().dims4()?;
+        let c = l2.shape().dims4()?.1;
+        let out = try_dispatch(
+            "pointwise_conv2d backward",
+            (s1, l1, "output gradient"),
+            (s2, l2, "weight"),
+            |g, wt| {
+                per_image(g, out_c * h * w, c * h * w, |g, y, t| {
+                    let wt = MatRef::row_major(wt, out_c, c).t();
+                    matmul(y, wt, MatRef::row_major(g, out_c, h * w), false, t)
+                })
+            },
+            |g, wt| {
+                per_image(g, out_c * h * w, c * h * w, |g, y, t| {
+                    let wt = MatRef::row_major(wt, out_c, c).t();
+                    matmul(y, wt, MatRef::row_major(g, out_c, h * w), false, t)
+                })
+            },
+        )?;
+        Ok((out, Shape::from((n, c, h, w))))
+    }
+}
+
+/// `(input (N, C, H, W), grad_out (N, O, H, W)) -> grad_weight (O, C, 1, 1)`:
+/// `sum_n G_n X_n^T`, accumulated in place.
+struct WeightGrad;
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "pointwise-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l1.shape().dims4()?;
+        let out_c = l2.shape().dims4()?.1;
+        let out = try_dispatch(
+            "pointwise_conv2d backward",
+            (s1, l1, "input"),
+            (s2, l2, "output gradient"),
+            |x, g| accumulate_weight_grad(x, g, (out_c, c, h * w)),
+            |x, g| accumulate_weight_grad(x, g, (out_c, c, h * w)),
+        )?;
+        Ok((out, Shape::from((out_c, c, 1, 1))))
+    }
+}
+
+/// One partial sum per thread over its share of the images, then the partial sums added.
+fn accumulate_weight_grad<T: Float + Send + Sync + 'static>(
+    x: &[T],
+    g: &[T],
+    (out_c, c, pixels): (usize, usize, usize),
+) -> candle_core::Result<Vec<T>> {
+    let images = x.len() / (c * pixels).max(1);
+    let parts = threads().min(images).max(1);
+    let per_part = images.div_ceil(parts);
+    let inner_threads = if parts == 1 { threads() } else { 1 };
+    let partials = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = vec![T::zero(); out_c * c];
+            for i in part * per_part..((part + 1) * per_part).min(images) {
+                let gi = &g[i * out_c * pixels..(i + 1) * out_c * pixels];
+                let xi = &x[i * c * pixels..(i + 1) * c * pixels];
+                let (gi, xi) = (
+                    MatRef::row_major(gi, out_c, pixels),
+                    MatRef::row_major(xi, c, pixels).t(),
+                );
+                matmul(&mut acc, gi, xi, true, inner_threads)?;
+            }
+            Ok(acc)
+        })
+        .collect::<candle_core::Result<Vec<Vec<T>>>>()?;
+    let mut total = vec![T::zero(); out_c * c];
+    for partial in partials {
+        total.iter_mut().zip(partial).for_each(|(t, v)| *t = *t + v);
+    }
+    Ok(total)
+}
