@@ -1,7 +1,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
-use crate::{bias_relu6, depthwise_conv2d, im2col, pointwise_conv2d, FrozenBatchNorm};
+use crate::{bias_relu6, conv2d_stride1, depthwise_conv2d, pointwise_conv2d, FrozenBatchNorm};
 
 /// How a convolution mixes channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,23 +62,10 @@ impl Conv {
         match self.kind {
             ConvKind::Depthwise => depthwise_conv2d(x, weight, self.stride, self.padding),
             ConvKind::Dense if k == 1 && self.stride == 1 => pointwise_conv2d(x, weight),
-            ConvKind::Dense if self.stride == 1 => im2col_conv(x, weight, self.padding),
+            ConvKind::Dense if self.stride == 1 => conv2d_stride1(x, weight, self.padding),
             ConvKind::Dense => x.conv2d(weight, self.padding, self.stride, 1, 1),
         }
     }
-}
-
-/// A stride-1 convolution as one matrix product with the [`im2col`] columns, so that its
-/// backward is matrix products too (candle's own input gradient is a slow direct loop).
-fn im2col_conv(x: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let (out_c, in_c, k, _) = weight.dims4()?;
-    let (oh, ow) = (h + 2 * padding + 1 - k, w + 2 * padding + 1 - k);
-    let columns = im2col(x, k, padding)?;
-    let w2 = weight
-        .reshape((1, out_c, in_c * k * k))?
-        .broadcast_as((n, out_c, in_c * k * k))?;
-    w2.matmul(&columns)?.reshape((n, out_c, oh, ow))
 }
 
 /// Convolution, frozen-statistics BatchNorm and optionally ReLU6: torchvision's

@@ -56,20 +56,21 @@ fn im2col_with_candle_ops(x: &Tensor, g: &Geometry) -> candle_core::Result<Tenso
     Tensor::stack(&shifted, 2)?.reshape((n, c * k * k, oh * ow))
 }
 
+/// Plane size, kernel and padding of a stride-1 convolution.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    h: usize,
-    w: usize,
-    kernel: usize,
-    padding: usize,
+pub(crate) struct Geometry {
+    pub h: usize,
+    pub w: usize,
+    pub kernel: usize,
+    pub padding: usize,
 }
 
 impl Geometry {
-    fn out_h(&self) -> usize {
+    pub fn out_h(&self) -> usize {
         self.h + 2 * self.padding + 1 - self.kernel
     }
 
-    fn out_w(&self) -> usize {
+    pub fn out_w(&self) -> usize {
         self.w + 2 * self.padding + 1 - self.kernel
     }
 
@@ -114,27 +115,34 @@ impl CustomOp1 for Im2Col {
 }
 
 fn columns<T: Copy + Default + Send + Sync>(x: &[T], g: &Geometry) -> Vec<T> {
-    let (k, oh, ow) = (g.kernel, g.out_h(), g.out_w());
+    let block = g.kernel * g.kernel * g.out_h() * g.out_w();
     let plane = g.h * g.w;
-    let mut out = vec![T::default(); x.len() / plane * k * k * oh * ow];
-    out.par_chunks_mut(k * k * oh * ow)
+    let mut out = vec![T::default(); x.len() / plane * block];
+    out.par_chunks_mut(block)
         .zip(x.par_chunks(plane))
-        .for_each(|(block, x)| {
-            for (t, rows) in block.chunks_exact_mut(oh * ow).enumerate() {
-                let (ky, kx) = (t / k, t % k);
-                let cols = g.valid(kx, g.w, ow);
-                if cols.is_empty() {
-                    continue;
-                }
-                for oy in g.valid(ky, g.h, oh) {
-                    let src = &x[(oy + ky - g.padding) * g.w..][..g.w];
-                    let first_x = cols.start + kx - g.padding;
-                    rows[oy * ow + cols.start..oy * ow + cols.end]
-                        .copy_from_slice(&src[first_x..first_x + cols.len()]);
-                }
-            }
-        });
+        .for_each(|(block, x)| plane_columns(x, block, g));
     out
+}
+
+/// The `K*K x OH*OW` column block of one input plane; every entry is written (zeros where the
+/// window leaves the plane), so the block may be a reused buffer.
+pub(crate) fn plane_columns<T: Copy + Default>(x: &[T], block: &mut [T], g: &Geometry) {
+    let (k, oh, ow) = (g.kernel, g.out_h(), g.out_w());
+    for (t, rows) in block.chunks_exact_mut(oh * ow).enumerate() {
+        let (ky, kx) = (t / k, t % k);
+        let (valid_rows, cols) = (g.valid(ky, g.h, oh), g.valid(kx, g.w, ow));
+        for (oy, row) in rows.chunks_exact_mut(ow).enumerate() {
+            if !valid_rows.contains(&oy) || cols.is_empty() {
+                row.fill(T::default());
+                continue;
+            }
+            let src = &x[(oy + ky - g.padding) * g.w..][..g.w];
+            let first_x = cols.start + kx - g.padding;
+            row[..cols.start].fill(T::default());
+            row[cols.clone()].copy_from_slice(&src[first_x..first_x + cols.len()]);
+            row[cols.end..].fill(T::default());
+        }
+    }
 }
 
 /// `(N, C, K*K, OH*OW) -> (N, C, H, W)`: each input pixel sums the column entries it fed.
@@ -177,8 +185,9 @@ where
     out
 }
 
+/// Adds a `K*K x OH*OW` column block back into the input plane it came from.
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
-fn scatter_plane<T>(x: &mut [T], block: &[T], g: &Geometry)
+pub(crate) fn scatter_plane<T>(x: &mut [T], block: &[T], g: &Geometry)
 where
     T: Copy + std::ops::AddAssign,
 {

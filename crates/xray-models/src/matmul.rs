@@ -3,6 +3,8 @@
 //! into an existing result, and transposed operands read through their strides.
 
 use candle_core::bail;
+use num_traits::Float;
+use rayon::prelude::*;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Debug, Clone, Copy)]
@@ -108,4 +110,85 @@ pub(crate) fn matmul<T: num_traits::Float + 'static>(
         );
     }
     Ok(())
+}
+
+/// Threads the per-image helpers use: images run in parallel, each product on one thread, when
+/// there are enough of them to keep every thread busy; otherwise the products are split.
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `product(input image, output image, threads)` for every image.
+pub(crate) fn per_image<T: Float + Send + Sync + 'static>(
+    input: &[T],
+    in_size: usize,
+    out_size: usize,
+    product: impl Fn(&[T], &mut [T], usize) -> candle_core::Result<()> + Sync,
+) -> candle_core::Result<Vec<T>> {
+    let images = input.len() / in_size.max(1);
+    let mut out = vec![T::zero(); images * out_size];
+    let (inputs, outputs) = (
+        input.chunks(in_size.max(1)),
+        out.chunks_mut(out_size.max(1)),
+    );
+    if images >= threads() {
+        outputs
+            .zip(inputs)
+            .par_bridge()
+            .try_for_each(|(y, x)| product(x, y, 1))?;
+    } else {
+        for (y, x) in outputs.zip(inputs) {
+            product(x, y, threads())?;
+        }
+    }
+    Ok(out)
+}
+
+/// Where [`sum_of_products`] finds an image's right-hand matrix.
+pub(crate) enum Columns<'a, T> {
+    /// A slice of the input itself.
+    Input(&'a [T]),
+    /// The buffer the callback just filled.
+    Buffer,
+}
+
+/// `sum_i G_i A_i^T` for `(rows, cols, pixels)`: `G_i` is image `i`'s `rows x pixels` block of
+/// `g` and `A_i` the `cols x pixels` matrix `a_of(i, buffer)` names; one partial sum per thread
+/// over its share of the images, accumulated in place, then the partial sums added.
+pub(crate) fn sum_of_products<'a, T: Float + Send + Sync + 'static>(
+    g: &[T],
+    (rows, cols, pixels): (usize, usize, usize),
+    a_of: impl Fn(usize, &mut Vec<T>) -> Columns<'a, T> + Sync,
+) -> candle_core::Result<Vec<T>> {
+    let images = g.len() / (rows * pixels).max(1);
+    let parts = threads().min(images).max(1);
+    let per_part = images.div_ceil(parts);
+    let inner_threads = if parts == 1 { threads() } else { 1 };
+    let partials = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let (mut acc, mut buffer) = (vec![T::zero(); rows * cols], Vec::new());
+            for i in part * per_part..((part + 1) * per_part).min(images) {
+                let a = match a_of(i, &mut buffer) {
+                    Columns::Input(a) => a,
+                    Columns::Buffer => &buffer[..],
+                };
+                let gi =
+                    MatRef::row_major(&g[i * rows * pixels..(i + 1) * rows * pixels], rows, pixels);
+                matmul(
+                    &mut acc,
+                    gi,
+                    MatRef::row_major(a, cols, pixels).t(),
+                    true,
+                    inner_threads,
+                )?;
+            }
+            Ok(acc)
+        })
+        .collect::<candle_core::Result<Vec<Vec<T>>>>()?;
+    let mut total = vec![T::zero(); rows * cols];
+    for partial in partials {
+        total.iter_mut().zip(partial).for_each(|(t, v)| *t = *t + v);
+    }
+    Ok(total)
 }

@@ -6,11 +6,9 @@
 //! weight gradient.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
-use num_traits::Float;
-use rayon::prelude::*;
 
 use crate::cpu_storage::try_dispatch;
-use crate::matmul::{matmul, MatRef};
+use crate::matmul::{matmul, per_image, sum_of_products, Columns, MatRef};
 
 /// `y[n, o] = sum_c w[o, c] * x[n, c]` over the pixels of `x` `(N, C, H, W)` with `weight`
 /// `(O, C, 1, 1)`: a 1x1 convolution without bias. Differentiable; f32 or f64 on CPU,
@@ -41,12 +39,6 @@ pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tens
             .reshape((n, out_c, h, w));
     }
     x.contiguous()?.apply_op2(&weight.contiguous()?, Pointwise)
-}
-
-/// Images per call run in parallel, each product on one thread, when there are enough of them
-/// to keep every thread busy; otherwise the products themselves are split.
-fn threads() -> usize {
-    rayon::current_num_threads()
 }
 
 struct Pointwise;
@@ -97,32 +89,6 @@ impl CustomOp2 for Pointwise {
         let grad_w = x.apply_op2_no_bwd(&grad, &WeightGrad)?;
         Ok((Some(grad_x), Some(grad_w)))
     }
-}
-
-/// Runs `product(input image, output image, threads)` for every image.
-fn per_image<T: Float + Send + Sync + 'static>(
-    input: &[T],
-    in_size: usize,
-    out_size: usize,
-    product: impl Fn(&[T], &mut [T], usize) -> candle_core::Result<()> + Sync,
-) -> candle_core::Result<Vec<T>> {
-    let images = input.len() / in_size.max(1);
-    let mut out = vec![T::zero(); images * out_size];
-    let (inputs, outputs) = (
-        input.chunks(in_size.max(1)),
-        out.chunks_mut(out_size.max(1)),
-    );
-    if images >= threads() {
-        outputs
-            .zip(inputs)
-            .par_bridge()
-            .try_for_each(|(y, x)| product(x, y, 1))?;
-    } else {
-        for (y, x) in outputs.zip(inputs) {
-            product(x, y, threads())?;
-        }
-    }
-    Ok(out)
 }
 
 /// `(grad_out (N, O, H, W), weight (O, C, 1, 1)) -> grad_input (N, C, H, W)`: `W^T G` per image.
@@ -185,42 +151,19 @@ impl CustomOp2 for WeightGrad {
             "pointwise_conv2d backward",
             (s1, l1, "input"),
             (s2, l2, "output gradient"),
-            |x, g| accumulate_weight_grad(x, g, (out_c, c, h * w)),
-            |x, g| accumulate_weight_grad(x, g, (out_c, c, h * w)),
+            |x, g| {
+                let per_image = c * h * w;
+                sum_of_products(g, (out_c, c, h * w), |i, _| {
+                    Columns::Input(&x[i * per_image..(i + 1) * per_image])
+                })
+            },
+            |x, g| {
+                let per_image = c * h * w;
+                sum_of_products(g, (out_c, c, h * w), |i, _| {
+                    Columns::Input(&x[i * per_image..(i + 1) * per_image])
+                })
+            },
         )?;
         Ok((out, Shape::from((out_c, c, 1, 1))))
     }
-}
-
-/// One partial sum per thread over its share of the images, then the partial sums added.
-fn accumulate_weight_grad<T: Float + Send + Sync + 'static>(
-    x: &[T],
-    g: &[T],
-    (out_c, c, pixels): (usize, usize, usize),
-) -> candle_core::Result<Vec<T>> {
-    let images = x.len() / (c * pixels).max(1);
-    let parts = threads().min(images).max(1);
-    let per_part = images.div_ceil(parts);
-    let inner_threads = if parts == 1 { threads() } else { 1 };
-    let partials = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![T::zero(); out_c * c];
-            for i in part * per_part..((part + 1) * per_part).min(images) {
-                let gi = &g[i * out_c * pixels..(i + 1) * out_c * pixels];
-                let xi = &x[i * c * pixels..(i + 1) * c * pixels];
-                let (gi, xi) = (
-                    MatRef::row_major(gi, out_c, pixels),
-                    MatRef::row_major(xi, c, pixels).t(),
-                );
-                matmul(&mut acc, gi, xi, true, inner_threads)?;
-            }
-            Ok(acc)
-        })
-        .collect::<candle_core::Result<Vec<Vec<T>>>>()?;
-    let mut total = vec![T::zero(); out_c * c];
-    for partial in partials {
-        total.iter_mut().zip(partial).for_each(|(t, v)| *t = *t + v);
-    }
-    Ok(total)
 }

@@ -274,3 +274,45 @@ fn pointwise_conv_matches_broadcast_matmul_with_gradients() -> candle_core::Resu
     }
     Ok(())
 }
+
+#[test]
+fn stride1_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for case in 0..14 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let tol = if dtype == DType::F64 { 1e-10 } else { 2e-5 };
+        let k: usize = [1, 3, 5][case % 3];
+        let p = rng.random_range(0..k);
+        let (n, c, o) = (
+            [1, 3][case % 2],
+            rng.random_range(1..5),
+            rng.random_range(1..6),
+        );
+        let (h, w) = (
+            rng.random_range(k.saturating_sub(2 * p).max(1)..11),
+            rng.random_range(k.saturating_sub(2 * p).max(1)..11),
+        );
+        let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], dtype)?)?;
+        let wt = Var::from_tensor(&randn(&mut rng, &[o, c, k, k], dtype)?)?;
+        let ours = xray_models::conv2d_stride1(&x, &wt, p)?;
+        let want = x.conv2d(&wt, p, 1, 1, 1)?;
+        assert_close("conv forward", &ours, &want, tol)?;
+        let r = randn(&mut rng, ours.dims(), dtype)?;
+        let g = (&ours * &r)?.sum_all()?.backward()?;
+        let gw = (&want * &r)?.sum_all()?.backward()?;
+        for (name, var) in [("input", &x), ("weight", &wt)] {
+            let what = format!("conv {name} gradient (k {k}, padding {p})");
+            assert_close(
+                &what,
+                g.get(var).expect("grad"),
+                gw.get(var).expect("grad"),
+                tol,
+            )?;
+        }
+    }
+    Ok(())
+}
