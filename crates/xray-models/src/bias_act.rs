@@ -119,14 +119,57 @@ impl CustomOp2 for BiasAct {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad_x = if self.relu6 {
-            grad.contiguous()?.apply_op2_no_bwd(res, &Relu6Grad)?
-        } else {
-            grad.clone()
-        };
-        let grad_bias = grad_x.apply_op1_no_bwd(&ChannelSum)?;
+        let (grad_x, grad_bias) = bias_act_backward(grad, res, self.relu6)?;
         Ok((Some(grad_x), Some(grad_bias)))
     }
+}
+
+/// A per-channel bias and optional ReLU6, applied by a convolution to each output plane while
+/// the plane is still in cache (one pass over memory fewer than a separate op).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a, T> {
+    pub bias: &'a [T],
+    pub relu6: bool,
+}
+
+impl<T: num_traits::Float> Epilogue<'_, T> {
+    /// Applies channel `channel`'s bias and activation to `plane` in place.
+    pub fn apply(&self, channel: usize, plane: &mut [T]) {
+        bias_act_in_place(plane, self.bias[channel], self.relu6);
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+fn bias_act_in_place<T: num_traits::Float>(o: &mut [T], b: T, relu6: bool) {
+    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
+    if relu6 {
+        for o in o.iter_mut() {
+            let y = *o + b;
+            let y = if y < zero { zero } else { y };
+            *o = if y > six { six } else { y };
+        }
+    } else {
+        for o in o.iter_mut() {
+            *o = *o + b;
+        }
+    }
+}
+
+/// The backward of `bias_act(z)` given its `output`: the gradient with respect to `z` and to
+/// the bias. Shared by [`bias_relu6`] and the convolutions that apply an [`Epilogue`].
+pub(crate) fn bias_act_backward(
+    grad: &Tensor,
+    output: &Tensor,
+    relu6: bool,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let grad = grad.contiguous()?;
+    let grad_z = if relu6 {
+        grad.apply_op2_no_bwd(output, &Relu6Grad)?
+    } else {
+        grad
+    };
+    let grad_bias = grad_z.apply_op1_no_bwd(&ChannelSum)?;
+    Ok((grad_z, grad_bias))
 }
 
 /// `(grad_out, output) -> grad_out` where `0 < output < 6`, else 0: ReLU6's derivative read

@@ -1,7 +1,10 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
-use crate::{bias_relu6, conv2d_stride1, depthwise_conv2d, pointwise_conv2d, FrozenBatchNorm};
+use crate::{
+    bias_relu6, conv2d_stride1, depthwise_conv2d, depthwise_conv2d_bias_act, pointwise_conv2d,
+    pointwise_conv2d_bias_act, FrozenBatchNorm,
+};
 
 /// How a convolution mixes channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,26 @@ impl Conv {
         &self.weight
     }
 
+    /// `bias_relu6(self.forward_with(x, weight), bias, relu6)`, with the bias and activation
+    /// applied inside the depthwise and 1x1 convolutions, while each output is in cache.
+    pub fn forward_bias_act(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        relu6: bool,
+    ) -> Result<Tensor> {
+        match self.kind {
+            ConvKind::Depthwise => {
+                depthwise_conv2d_bias_act(x, weight, bias, (self.stride, self.padding), relu6)
+            }
+            ConvKind::Dense if weight.dim(2)? == 1 && self.stride == 1 => {
+                pointwise_conv2d_bias_act(x, weight, bias, relu6)
+            }
+            ConvKind::Dense => bias_relu6(&self.forward_with(x, weight)?, bias, relu6),
+        }
+    }
+
     /// Applies this convolution's geometry with another weight of the same shape (e.g. one with
     /// a BatchNorm scale folded in).
     pub fn forward_with(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
@@ -96,8 +119,8 @@ impl ConvNormAct {
 
     /// Applies convolution, norm and activation. The norm's scale is folded into the
     /// convolution weight (a weight-sized product instead of an activation-sized one) and its
-    /// shift and the ReLU6 run as one fused pass ([`bias_relu6`]); mathematically the same as
-    /// `relu6(norm(conv(x)))`.
+    /// shift and the ReLU6 are applied to the convolution's output in the same op
+    /// ([`Conv::forward_bias_act`]); mathematically the same as `relu6(norm(conv(x)))`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (scale, shift) = self.norm.scale_shift()?;
         let out_c = scale.dim(0)?;
@@ -105,6 +128,6 @@ impl ConvNormAct {
             .conv
             .weight()
             .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
-        bias_relu6(&self.conv.forward_with(x, &weight)?, &shift, self.relu6)
+        self.conv.forward_bias_act(x, &weight, &shift, self.relu6)
     }
 }

@@ -63,11 +63,30 @@ pub(crate) fn try_dispatch(
 /// Runs `kernel` on three f32 or three f64 storages.
 pub(crate) fn dispatch3(
     op: &str,
+    a: (&CpuStorage, &Layout, &str),
+    b: (&CpuStorage, &Layout, &str),
+    c: (&CpuStorage, &Layout, &str),
+    kernel_f32: impl Fn(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    kernel_f64: impl Fn(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    try_dispatch3(
+        op,
+        a,
+        b,
+        c,
+        |x, y, z| Ok(kernel_f32(x, y, z)),
+        |x, y, z| Ok(kernel_f64(x, y, z)),
+    )
+}
+
+/// [`dispatch3`] for kernels that can fail.
+pub(crate) fn try_dispatch3(
+    op: &str,
     (s1, l1, what1): (&CpuStorage, &Layout, &str),
     (s2, l2, what2): (&CpuStorage, &Layout, &str),
     (s3, l3, what3): (&CpuStorage, &Layout, &str),
-    kernel_f32: impl Fn(&[f32], &[f32], &[f32]) -> Vec<f32>,
-    kernel_f64: impl Fn(&[f64], &[f64], &[f64]) -> Vec<f64>,
+    kernel_f32: impl Fn(&[f32], &[f32], &[f32]) -> candle_core::Result<Vec<f32>>,
+    kernel_f64: impl Fn(&[f64], &[f64], &[f64]) -> candle_core::Result<Vec<f64>>,
 ) -> candle_core::Result<CpuStorage> {
     match (s1, s2, s3) {
         (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
@@ -75,14 +94,14 @@ pub(crate) fn dispatch3(
                 slice(a, l1, op, what1)?,
                 slice(b, l2, op, what2)?,
                 slice(c, l3, op, what3)?,
-            )))
+            )?))
         }
         (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
             Ok(CpuStorage::F64(kernel_f64(
                 slice(a, l1, op, what1)?,
                 slice(b, l2, op, what2)?,
                 slice(c, l3, op, what3)?,
-            )))
+            )?))
         }
         _ => bail!(
             "{op}: {what1}, {what2} and {what3} must all be f32 or all f64, got {:?}, {:?} and {:?}",

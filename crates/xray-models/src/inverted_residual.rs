@@ -2,7 +2,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv_norm::{Conv, ConvKind, ConvNormAct};
-use crate::{bias_relu6, FrozenBatchNorm};
+use crate::FrozenBatchNorm;
 
 /// MobileNetV2's inverted residual: 1x1 expansion (absent when `expand_ratio == 1`), 3x3
 /// depthwise, linear 1x1 projection, and a skip connection when shapes allow.
@@ -77,7 +77,7 @@ impl InvertedResidual {
             .project
             .weight()
             .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
-        let y = bias_relu6(&self.project.forward_with(&y, &weight)?, &shift, false)?;
+        let y = self.project.forward_bias_act(&y, &weight, &shift, false)?;
         if self.residual {
             y + x
         } else {

@@ -316,3 +316,74 @@ fn stride1_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()
     }
     Ok(())
 }
+
+/// Gradients of `sum(f(x, w, b) * r)` with respect to `x`, `w` and `b`.
+fn three_gradients(
+    f: impl Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    (x, w, b): (&Var, &Var, &Var),
+    r: &Tensor,
+) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+    let y = f(x, w, b)?;
+    let grads = (&y * r)?.sum_all()?.backward()?;
+    let mut out = Vec::new();
+    for v in [x, w, b] {
+        out.push(grads.get(v).expect("gradient of a used variable").clone());
+    }
+    Ok((y, out))
+}
+
+#[test]
+fn convolutions_with_bias_and_relu6_match_the_separate_ops() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for case in 0..12 {
+        let (dtype, tol) = if case % 2 == 0 {
+            (DType::F64, 1e-12)
+        } else {
+            (DType::F32, 1e-5)
+        };
+        let relu6 = case % 4 < 2;
+        let (n, c, h, w) = (
+            1 + case % 3,
+            rng.random_range(1..6),
+            rng.random_range(1..9),
+            rng.random_range(1..9),
+        );
+        let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], dtype)?.affine(3.0, 0.0)?)?;
+        let b = Var::from_tensor(&randn(&mut rng, &[c], dtype)?)?;
+        // Depthwise, stride 1 or 2.
+        let stride = 1 + case % 2;
+        let wd = Var::from_tensor(&randn(&mut rng, &[c, 1, 3, 3], dtype)?)?;
+        let y = xray_models::depthwise_conv2d(&x, &wd, stride, 1)?;
+        let r = randn(&mut rng, y.dims(), dtype)?;
+        let fused = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            xray_models::depthwise_conv2d_bias_act(x, w, b, (stride, 1), relu6)
+        };
+        let separate = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            xray_models::bias_relu6(&xray_models::depthwise_conv2d(x, w, stride, 1)?, b, relu6)
+        };
+        let (y1, g1) = three_gradients(fused, (&x, &wd, &b), &r)?;
+        let (y2, g2) = three_gradients(separate, (&x, &wd, &b), &r)?;
+        assert_close("depthwise + bias + relu6", &y1, &y2, tol)?;
+        for (name, (a, e)) in ["input", "weight", "bias"].iter().zip(g1.iter().zip(&g2)) {
+            assert_close(&format!("depthwise fused {name} gradient"), a, e, tol)?;
+        }
+        // 1x1 to `o` channels.
+        let o = rng.random_range(1..6);
+        let wp = Var::from_tensor(&randn(&mut rng, &[o, c, 1, 1], dtype)?)?;
+        let bp = Var::from_tensor(&randn(&mut rng, &[o], dtype)?)?;
+        let r = randn(&mut rng, &[n, o, h, w], dtype)?;
+        let fused = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            xray_models::pointwise_conv2d_bias_act(x, w, b, relu6)
+        };
+        let separate = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            xray_models::bias_relu6(&xray_models::pointwise_conv2d(x, w)?, b, relu6)
+        };
+        let (y1, g1) = three_gradients(fused, (&x, &wp, &bp), &r)?;
+        let (y2, g2) = three_gradients(separate, (&x, &wp, &bp), &r)?;
+        assert_close("1x1 + bias + relu6", &y1, &y2, tol)?;
+        for (name, (a, e)) in ["input", "weight", "bias"].iter().zip(g1.iter().zip(&g2)) {
+            assert_close(&format!("1x1 fused {name} gradient"), a, e, tol)?;
+        }
+    }
+    Ok(())
+}

@@ -7,6 +7,8 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use crate::bias_act::Epilogue;
+
 use super::flat::{correlate, weighted_sum, PlaneLayout, PolyphasePlane, Tap};
 
 /// The float types the kernels run on.
@@ -79,8 +81,14 @@ impl Geometry {
     }
 }
 
-/// `out[n, c] = sum_{ky,kx} w[c, ky, kx] * x[n, c, shifted]`.
-pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+/// `out[n, c] = sum_{ky,kx} w[c, ky, kx] * x[n, c, shifted]`, then the `epilogue`'s bias and
+/// activation if there is one.
+pub(crate) fn forward<T: Element + num_traits::Float>(
+    x: &[T],
+    w: &[T],
+    g: &Geometry,
+    epilogue: Option<Epilogue<'_, T>>,
+) -> Vec<T> {
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     let mut out = vec![T::default(); g.batch * g.channels * oh * ow];
@@ -90,6 +98,9 @@ pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
             let c = plane % g.channels;
             let x = &x[plane * in_plane..(plane + 1) * in_plane];
             forward_plane(x, &w[c * k * k..(c + 1) * k * k], o, g, padded, flat);
+            if let Some(epilogue) = &epilogue {
+                epilogue.apply(c, o);
+            }
         },
     );
     out

@@ -8,9 +8,10 @@
 mod cpu;
 mod flat;
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use crate::cpu_storage::dispatch;
+use crate::bias_act::{bias_act_backward, bias_relu6, Epilogue};
+use crate::cpu_storage::{dispatch, dispatch3};
 use cpu::Geometry;
 
 /// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, K, K)` (f32 or f64): square
@@ -31,6 +32,39 @@ pub fn depthwise_conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
+    check(x, weight, stride, padding)?;
+    if !x.device().is_cpu() {
+        return x.conv2d(weight, padding, stride, 1, x.dim(1)?);
+    }
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, DepthwiseConv2d { stride, padding })
+}
+
+/// [`depthwise_conv2d`] followed by [`bias_relu6`]`(_, bias, relu6)`, with the bias and the
+/// activation applied to each output plane while it is still in cache.
+pub fn depthwise_conv2d_bias_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    (stride, padding): (usize, usize),
+    relu6: bool,
+) -> candle_core::Result<Tensor> {
+    check(x, weight, stride, padding)?;
+    if !x.device().is_cpu() || bias.dims() != [x.dim(1)?] {
+        return bias_relu6(&depthwise_conv2d(x, weight, stride, padding)?, bias, relu6);
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        DepthwiseBiasAct {
+            stride,
+            padding,
+            relu6,
+        },
+    )
+}
+
+fn check(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> candle_core::Result<()> {
     let (_, c, h, w) = x.dims4()?;
     let (wc, one, kh, kw) = weight.dims4()?;
     if wc != c || one != 1 || kh != kw {
@@ -43,11 +77,7 @@ pub fn depthwise_conv2d(
     if stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
         bail!("depthwise_conv2d: kernel {kh}, stride {stride}, padding {padding} do not fit a {h}x{w} input");
     }
-    if !x.device().is_cpu() {
-        return x.conv2d(weight, padding, stride, 1, c);
-    }
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, DepthwiseConv2d { stride, padding })
+    Ok(())
 }
 
 fn geometry(
@@ -91,8 +121,8 @@ impl CustomOp2 for DepthwiseConv2d {
             "depthwise_conv2d",
             (s1, l1, "input"),
             (s2, l2, "weight"),
-            |x, w| cpu::forward(x, w, &g),
-            |x, w| cpu::forward(x, w, &g),
+            |x, w| cpu::forward(x, w, &g, None),
+            |x, w| cpu::forward(x, w, &g, None),
         )?;
         Ok((
             out,
@@ -107,26 +137,88 @@ impl CustomOp2 for DepthwiseConv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let (_, _, in_h, in_w) = x.dims4()?;
-        let grad_x = grad.apply_op2_no_bwd(
-            weight,
-            &InputGrad {
-                stride: self.stride,
-                padding: self.padding,
-                in_h,
-                in_w,
-            },
-        )?;
-        let grad_w = x.apply_op2_no_bwd(
-            &grad,
-            &WeightGrad {
-                stride: self.stride,
-                padding: self.padding,
-                kernel: weight.dim(2)?,
-            },
-        )?;
+        let (grad_x, grad_w) = backward(x, weight, &grad.contiguous()?, self.stride, self.padding)?;
         Ok((Some(grad_x), Some(grad_w)))
+    }
+}
+
+/// Input and weight gradients from the (contiguous) output gradient.
+fn backward(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (_, _, in_h, in_w) = x.dims4()?;
+    let grad_x = grad.apply_op2_no_bwd(
+        weight,
+        &InputGrad {
+            stride,
+            padding,
+            in_h,
+            in_w,
+        },
+    )?;
+    let grad_w = x.apply_op2_no_bwd(
+        grad,
+        &WeightGrad {
+            stride,
+            padding,
+            kernel: weight.dim(2)?,
+        },
+    )?;
+    Ok((grad_x, grad_w))
+}
+
+struct DepthwiseBiasAct {
+    stride: usize,
+    padding: usize,
+    relu6: bool,
+}
+
+impl CustomOp3 for DepthwiseBiasAct {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-bias-relu6"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let kernel = l2.shape().dims4()?.2;
+        let g = geometry(l1, kernel, self.stride, self.padding)?;
+        let relu6 = self.relu6;
+        let out = dispatch3(
+            "depthwise_conv2d_bias_act",
+            (s1, l1, "input"),
+            (s2, l2, "weight"),
+            (s3, l3, "bias"),
+            |x, w, bias| cpu::forward(x, w, &g, Some(Epilogue { bias, relu6 })),
+            |x, w, bias| cpu::forward(x, w, &g, Some(Epilogue { bias, relu6 })),
+        )?;
+        Ok((
+            out,
+            Shape::from((g.batch, g.channels, g.out_h(), g.out_w())),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (grad_z, grad_bias) = bias_act_backward(grad, res, self.relu6)?;
+        let (grad_x, grad_w) = backward(x, weight, &grad_z, self.stride, self.padding)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_bias)))
     }
 }
 
