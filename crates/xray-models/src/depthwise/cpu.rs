@@ -5,6 +5,7 @@
 //! AVX2 and FMA (and NEON) besides the baseline, and the fastest one the CPU supports runs.
 
 use multiversion::multiversion;
+use multiversion::target::selected_target;
 use rayon::prelude::*;
 
 use crate::bias_act::Epilogue;
@@ -24,6 +25,9 @@ pub(crate) trait Element:
 {
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
+    /// `self * a + b` in one rounding; only used where the CPU has FMA (a library call
+    /// otherwise).
+    fn fused_mul_add(self, a: Self, b: Self) -> Self;
 }
 
 impl Element for f32 {
@@ -33,6 +37,9 @@ impl Element for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    fn fused_mul_add(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
+    }
 }
 
 impl Element for f64 {
@@ -41,6 +48,9 @@ impl Element for f64 {
     }
     fn from_f64(v: f64) -> Self {
         v
+    }
+    fn fused_mul_add(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
     }
 }
 
@@ -115,6 +125,9 @@ fn forward_plane<T: Element>(
     padded: &mut PolyphasePlane<T>,
     flat: &mut Vec<T>,
 ) {
+    // A constant in each compiled version: FMA where that version may use it.
+    const HAS_FMA: bool = selected_target!().supports_feature_str("fma");
+    let has_fma = HAS_FMA;
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let layout = g.input_layout();
     padded.fill(x, &layout);
@@ -124,7 +137,7 @@ fn forward_plane<T: Element>(
     let taps: Vec<Tap<'_, T>> = (0..k * k)
         .map(|t| (padded.run(t / k, t % k, len), wk[t]))
         .collect();
-    weighted_sum(flat, &taps);
+    weighted_sum(flat, &taps, has_fma);
     for (o, f) in out.chunks_exact_mut(ow).zip(flat.chunks_exact(layout.cols)) {
         o.copy_from_slice(&f[..ow]);
     }
@@ -159,6 +172,9 @@ fn input_grad_plane<T: Element>(
     padded: &mut PolyphasePlane<T>,
     flat: &mut Vec<T>,
 ) {
+    // A constant in each compiled version: FMA where that version may use it.
+    const HAS_FMA: bool = selected_target!().supports_feature_str("fma");
+    let has_fma = HAS_FMA;
     let (oh, ow, k, s, p) = (g.out_h(), g.out_w(), g.kernel, g.stride, g.padding);
     let lead = (k - 1) / s;
     // Phase rows and columns that hold real input pixels.
@@ -190,7 +206,7 @@ fn input_grad_plane<T: Element>(
                 ));
             }
         }
-        weighted_sum(phase, &taps);
+        weighted_sum(phase, &taps, has_fma);
     }
     for (iy, row) in gi.chunks_exact_mut(g.in_w).enumerate() {
         let r = iy + p;
@@ -236,6 +252,9 @@ fn weight_grad_plane<T: Element>(
     flat: &mut Vec<T>,
     acc: &mut [f64],
 ) {
+    // A constant in each compiled version: FMA where that version may use it.
+    const HAS_FMA: bool = selected_target!().supports_feature_str("fma");
+    let has_fma = HAS_FMA;
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     let layout = g.input_layout();
@@ -251,11 +270,11 @@ fn weight_grad_plane<T: Element>(
     if k == 3 {
         // The common case: all nine partial sums in registers in one pass.
         let starts = std::array::from_fn(|t| padded.run_start(t / 3, t % 3));
-        correlate::<T, 9>(flat, padded.data(), starts, acc);
+        correlate::<T, 9>(flat, padded.data(), starts, acc, has_fma);
         return;
     }
     for t in 0..k * k {
         let starts = [padded.run_start(t / k, t % k)];
-        correlate::<T, 1>(flat, padded.data(), starts, &mut acc[t..t + 1]);
+        correlate::<T, 1>(flat, padded.data(), starts, &mut acc[t..t + 1], has_fma);
     }
 }

@@ -17,18 +17,30 @@ const WIDE: usize = 32;
 /// One vector of f32.
 const NARROW: usize = 8;
 
+/// `acc + w * v`, fused into one instruction when `fma` (a constant in each compiled version).
+#[inline(always)]
+fn mul_acc<T: Element>(acc: T, w: T, v: T, fma: bool) -> T {
+    if fma {
+        w.fused_mul_add(v, acc)
+    } else {
+        let mut acc = acc;
+        acc += w * v;
+        acc
+    }
+}
+
 /// One input of a weighted sum: a run and its weight.
 pub(super) type Tap<'a, T> = (&'a [T], T);
 
 /// `out[i] = sum over taps of weight * run[i]`; every run is at least as long as `out`.
 #[inline(always)]
-pub(super) fn weighted_sum<T: Element>(out: &mut [T], taps: &[Tap<'_, T>]) {
-    let start = weighted_sum_lanes::<T, WIDE>(out, taps, 0);
-    let start = weighted_sum_lanes::<T, NARROW>(out, taps, start);
+pub(super) fn weighted_sum<T: Element>(out: &mut [T], taps: &[Tap<'_, T>], fma: bool) {
+    let start = weighted_sum_lanes::<T, WIDE>(out, taps, 0, fma);
+    let start = weighted_sum_lanes::<T, NARROW>(out, taps, start, fma);
     for (i, o) in out.iter_mut().enumerate().skip(start) {
         let mut acc = T::default();
         for &(run, w) in taps {
-            acc += w * run[i];
+            acc = mul_acc(acc, w, run[i], fma);
         }
         *o = acc;
     }
@@ -39,6 +51,7 @@ fn weighted_sum_lanes<T: Element, const L: usize>(
     out: &mut [T],
     taps: &[Tap<'_, T>],
     mut start: usize,
+    fma: bool,
 ) -> usize {
     while let Some(chunk) = out[start..].first_chunk_mut::<L>() {
         let mut acc = [T::default(); L];
@@ -46,7 +59,7 @@ fn weighted_sum_lanes<T: Element, const L: usize>(
             // Fixed-size chunks: no bounds checks inside, so the loop becomes vector code.
             if let Some(v) = run[start..].first_chunk::<L>() {
                 for l in 0..L {
-                    acc[l] += w * v[l];
+                    acc[l] = mul_acc(acc[l], w, v[l], fma);
                 }
             }
         }
@@ -64,6 +77,7 @@ pub(super) fn correlate<T: Element, const TAPS: usize>(
     data: &[T],
     starts: [usize; TAPS],
     totals: &mut [f64],
+    fma: bool,
 ) {
     let mut acc = [[T::default(); NARROW]; TAPS];
     let runs: [&[T]; TAPS] = std::array::from_fn(|t| &data[starts[t]..starts[t] + g.len()]);
@@ -72,7 +86,7 @@ pub(super) fn correlate<T: Element, const TAPS: usize>(
         for (a, run) in acc.iter_mut().zip(&runs) {
             if let Some(v) = run[i..].first_chunk::<NARROW>() {
                 for l in 0..NARROW {
-                    a[l] += gv[l] * v[l];
+                    a[l] = mul_acc(a[l], gv[l], v[l], fma);
                 }
             }
         }
