@@ -2,7 +2,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
 use crate::{
-    bias_relu6, conv2d_stride1, depthwise_conv2d, depthwise_conv2d_bias_act, pointwise_conv2d,
+    bias_relu6, dense_conv2d, depthwise_conv2d, depthwise_conv2d_bias_act, pointwise_conv2d,
     pointwise_conv2d_bias_act, FrozenBatchNorm,
 };
 
@@ -85,8 +85,7 @@ impl Conv {
         match self.kind {
             ConvKind::Depthwise => depthwise_conv2d(x, weight, self.stride, self.padding),
             ConvKind::Dense if k == 1 && self.stride == 1 => pointwise_conv2d(x, weight),
-            ConvKind::Dense if self.stride == 1 => conv2d_stride1(x, weight, self.padding),
-            ConvKind::Dense => x.conv2d(weight, self.padding, self.stride, 1, 1),
+            ConvKind::Dense => dense_conv2d(x, weight, self.stride, self.padding),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The stride-1 dense convolution as one op with its backward, image by image: the image's
+//! The dense convolution as one op with its backward, image by image: the image's
 //! column matrix ([`im2col`](crate::im2col)) is built in a reused buffer and multiplied by the
 //! weight; backward, the weight's transpose times the output gradient is scattered back
 //! (col2im), and the weight gradient accumulates `G_i C_i^T` in place.
@@ -14,26 +14,31 @@ use crate::cpu_storage::try_dispatch;
 use crate::im2col::{plane_columns, scatter_plane, Geometry};
 use crate::matmul::{matmul, per_image, sum_of_products, Columns, MatRef};
 
-/// A stride-1 convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)` and `padding`
-/// zeros on each side, no bias. Differentiable; f32 or f64 on CPU, [`im2col`](crate::im2col)
-/// and candle's `matmul` elsewhere.
+/// A convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)`, `stride` and `padding`
+/// zeros on each side, no bias, dilation 1. Differentiable; f32 or f64 on CPU, candle's
+/// `conv2d` elsewhere.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::ones((1, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
 /// let w = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
-/// let y = xray_models::conv2d_stride1(&x, &w, 1)?;
+/// let y = xray_models::dense_conv2d(&x, &w, 1, 1)?;
 /// assert_eq!(y.dims(), &[1, 2, 3, 3]);
 /// assert_eq!(y.get(0)?.get(1)?.get(1)?.get(1)?.to_scalar::<f32>()?, 9.0); // the centre
 /// assert_eq!(y.get(0)?.get(0)?.get(0)?.get(0)?.to_scalar::<f32>()?, 4.0); // a corner
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn conv2d_stride1(x: &Tensor, weight: &Tensor, padding: usize) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (out_c, in_c, kh, kw) = weight.dims4()?;
-    if in_c != c || kh != kw || h + 2 * padding < kh || w + 2 * padding < kw {
+pub fn dense_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let (_, in_c, kh, kw) = weight.dims4()?;
+    if in_c != c || kh != kw || stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
         bail!(
-            "conv2d_stride1: weight {:?} with padding {padding} does not fit input {:?}",
+            "dense_conv2d: weight {:?} with stride {stride}, padding {padding} does not fit input {:?}",
             weight.dims(),
             x.dims()
         );
@@ -42,16 +47,11 @@ pub fn conv2d_stride1(x: &Tensor, weight: &Tensor, padding: usize) -> candle_cor
         h,
         w,
         kernel: kh,
+        stride,
         padding,
     };
     if !x.device().is_cpu() {
-        let columns = crate::im2col(x, kh, padding)?;
-        let w2 = weight
-            .reshape((1, out_c, c * kh * kw))?
-            .broadcast_as((n, out_c, c * kh * kw))?;
-        return w2
-            .matmul(&columns)?
-            .reshape((n, out_c, g.out_h(), g.out_w()));
+        return x.conv2d(weight, padding, stride, 1, 1);
     }
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, DenseConv(g))
@@ -95,7 +95,7 @@ fn forward<T: Float + Default + Send + Sync + 'static>(
 
 impl CustomOp2 for DenseConv {
     fn name(&self) -> &'static str {
-        "conv2d-stride1"
+        "dense-conv2d"
     }
 
     fn cpu_fwd(
@@ -109,7 +109,7 @@ impl CustomOp2 for DenseConv {
         let out_c = l2.shape().dims4()?.0;
         let g = self.0;
         let out = try_dispatch(
-            "conv2d_stride1",
+            "dense_conv2d",
             (s1, l1, "input"),
             (s2, l2, "weight"),
             |x, w| forward(x, w, &g, (c, out_c)),
@@ -165,7 +165,7 @@ fn input_grad<T: Float + std::ops::AddAssign + Send + Sync + 'static>(
 
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
-        "conv2d-stride1-input-grad"
+        "dense-conv2d-input-grad"
     }
 
     fn cpu_fwd(
@@ -179,12 +179,12 @@ impl CustomOp2 for InputGrad {
         let (g, c) = (self.0, self.1);
         if l2.shape().dims4()?.1 != c {
             bail!(
-                "conv2d_stride1 backward: weight {:?} for {c} input channels",
+                "dense_conv2d backward: weight {:?} for {c} input channels",
                 l2.shape()
             );
         }
         let out = try_dispatch(
-            "conv2d_stride1 backward",
+            "dense_conv2d backward",
             (s1, l1, "output gradient"),
             (s2, l2, "weight"),
             |go, w| input_grad(go, w, &g, (c, out_c)),
@@ -216,7 +216,7 @@ fn weight_grad<T: Float + Default + Send + Sync + 'static>(
 
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {
-        "conv2d-stride1-weight-grad"
+        "dense-conv2d-weight-grad"
     }
 
     fn cpu_fwd(
@@ -230,7 +230,7 @@ impl CustomOp2 for WeightGrad {
         let out_c = l2.shape().dims4()?.1;
         let g = self.0;
         let out = try_dispatch(
-            "conv2d_stride1 backward",
+            "dense_conv2d backward",
             (s1, l1, "input"),
             (s2, l2, "output gradient"),
             |x, go| weight_grad(x, go, &g, (c, out_c)),

@@ -34,6 +34,7 @@ pub fn im2col(x: &Tensor, kernel: usize, padding: usize) -> candle_core::Result<
         h,
         w,
         kernel,
+        stride: 1,
         padding,
     };
     if !x.device().is_cpu() {
@@ -56,29 +57,42 @@ fn im2col_with_candle_ops(x: &Tensor, g: &Geometry) -> candle_core::Result<Tenso
     Tensor::stack(&shifted, 2)?.reshape((n, c * k * k, oh * ow))
 }
 
-/// Plane size, kernel and padding of a stride-1 convolution.
+/// Plane size, kernel, stride and padding of a convolution.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Geometry {
     pub h: usize,
     pub w: usize,
     pub kernel: usize,
+    pub stride: usize,
     pub padding: usize,
 }
 
 impl Geometry {
     pub fn out_h(&self) -> usize {
-        self.h + 2 * self.padding + 1 - self.kernel
+        (self.h + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
     pub fn out_w(&self) -> usize {
-        self.w + 2 * self.padding + 1 - self.kernel
+        (self.w + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
-    /// Output positions `o` whose input position `o + k - padding` lies in `0..len`.
+    /// Output positions `o` whose input position `o * stride + k - padding` lies in `0..len`.
     fn valid(&self, k: usize, len: usize, out: usize) -> std::ops::Range<usize> {
-        let first = self.padding.saturating_sub(k).min(out);
-        let last = (len + self.padding).saturating_sub(k).min(out);
-        first..last.max(first)
+        let first = self
+            .padding
+            .saturating_sub(k)
+            .div_ceil(self.stride)
+            .min(out);
+        let end = (len + self.padding)
+            .checked_sub(k + 1)
+            .map_or(0, |last| last / self.stride + 1)
+            .min(out);
+        first..end.max(first)
+    }
+
+    /// Input position of output position `o` through kernel offset `k` (valid `o` only).
+    fn input(&self, o: usize, k: usize) -> usize {
+        o * self.stride + k - self.padding
     }
 }
 
@@ -136,10 +150,19 @@ pub(crate) fn plane_columns<T: Copy + Default>(x: &[T], block: &mut [T], g: &Geo
                 row.fill(T::default());
                 continue;
             }
-            let src = &x[(oy + ky - g.padding) * g.w..][..g.w];
-            let first_x = cols.start + kx - g.padding;
+            let src = &x[g.input(oy, ky) * g.w..][..g.w];
+            let first_x = g.input(cols.start, kx);
             row[..cols.start].fill(T::default());
-            row[cols.clone()].copy_from_slice(&src[first_x..first_x + cols.len()]);
+            if g.stride == 1 {
+                row[cols.clone()].copy_from_slice(&src[first_x..first_x + cols.len()]);
+            } else {
+                for (d, &v) in row[cols.clone()]
+                    .iter_mut()
+                    .zip(src[first_x..].iter().step_by(g.stride))
+                {
+                    *d = v;
+                }
+            }
             row[cols.end..].fill(T::default());
         }
     }
@@ -199,10 +222,17 @@ where
             continue;
         }
         for oy in g.valid(ky, g.h, oh) {
-            let first_x = cols.start + kx - g.padding;
-            let dst = &mut x[(oy + ky - g.padding) * g.w + first_x..][..cols.len()];
-            for (d, &v) in dst.iter_mut().zip(&rows[oy * ow + cols.start..]) {
-                *d += v;
+            let first_x = g.input(cols.start, kx);
+            let dst = &mut x[g.input(oy, ky) * g.w + first_x..];
+            let src = &rows[oy * ow + cols.start..oy * ow + cols.end];
+            if g.stride == 1 {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().step_by(g.stride).zip(src) {
+                    *d += v;
+                }
             }
         }
     }

@@ -41,7 +41,7 @@ pub use batch_norm_relu::BatchNormRelu;
 pub use bias_act::bias_relu6;
 pub use classifier::{Architecture, Classifier};
 pub use conv_norm::{Conv, ConvKind, ConvNormAct};
-pub use dense_conv::conv2d_stride1;
+pub use dense_conv::dense_conv2d;
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_bias_act};
 pub use error::ModelError;
 pub use im2col::im2col;

@@ -276,7 +276,7 @@ fn pointwise_conv_matches_broadcast_matmul_with_gradients() -> candle_core::Resu
 }
 
 #[test]
-fn stride1_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()> {
+fn dense_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     for case in 0..14 {
         let dtype = if case % 2 == 0 {
@@ -298,14 +298,24 @@ fn stride1_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()
         );
         let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], dtype)?)?;
         let wt = Var::from_tensor(&randn(&mut rng, &[o, c, k, k], dtype)?)?;
-        let ours = xray_models::conv2d_stride1(&x, &wt, p)?;
-        let want = x.conv2d(&wt, p, 1, 1, 1)?;
+        let stride = 1 + (case / 3) % 2;
+        let ours = xray_models::dense_conv2d(&x, &wt, stride, p)?;
+        // The stride-s convolution is the stride-1 one sampled every s pixels (candle's own
+        // stride-2 backward fails on sizes that do not divide evenly).
+        let dense = x.conv2d(&wt, p, 1, 1, 1)?;
+        let every = |len: usize| {
+            let idx: Vec<u32> = (0..len).step_by(stride).map(|i| i as u32).collect();
+            Tensor::new(idx, &Device::Cpu)
+        };
+        let want = dense
+            .index_select(&every(dense.dim(2)?)?, 2)?
+            .index_select(&every(dense.dim(3)?)?, 3)?;
         assert_close("conv forward", &ours, &want, tol)?;
         let r = randn(&mut rng, ours.dims(), dtype)?;
         let g = (&ours * &r)?.sum_all()?.backward()?;
         let gw = (&want * &r)?.sum_all()?.backward()?;
         for (name, var) in [("input", &x), ("weight", &wt)] {
-            let what = format!("conv {name} gradient (k {k}, padding {p})");
+            let what = format!("conv {name} gradient (k {k}, stride {stride}, padding {p})");
             assert_close(
                 &what,
                 g.get(var).expect("grad"),
