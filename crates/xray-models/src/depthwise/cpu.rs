@@ -12,6 +12,13 @@ use crate::bias_act::Epilogue;
 
 use super::flat::{correlate, weighted_sum, PlaneLayout, PolyphasePlane, Tap};
 
+/// What a rayon task keeps between planes: the padded plane, the flat output and the taps.
+type Scratch<T> = (PolyphasePlane<T>, Vec<T>, Vec<Tap<T>>);
+
+fn scratch<T: Element>() -> Scratch<T> {
+    (PolyphasePlane::new(), Vec::new(), Vec::new())
+}
+
 /// The float types the kernels run on.
 pub(crate) trait Element:
     Copy
@@ -102,17 +109,16 @@ pub(crate) fn forward<T: Element + num_traits::Float>(
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     let mut out = vec![T::default(); g.batch * g.channels * oh * ow];
-    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || (PolyphasePlane::new(), Vec::new()),
-        |(padded, flat), (plane, o)| {
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each_init(scratch, |scratch, (plane, o)| {
             let c = plane % g.channels;
             let x = &x[plane * in_plane..(plane + 1) * in_plane];
-            forward_plane(x, &w[c * k * k..(c + 1) * k * k], o, g, padded, flat);
+            forward_plane(x, &w[c * k * k..(c + 1) * k * k], o, g, scratch);
             if let Some(epilogue) = &epilogue {
                 epilogue.apply(c, o);
             }
-        },
-    );
+        });
     out
 }
 
@@ -122,8 +128,7 @@ fn forward_plane<T: Element>(
     wk: &[T],
     out: &mut [T],
     g: &Geometry,
-    padded: &mut PolyphasePlane<T>,
-    flat: &mut Vec<T>,
+    (padded, flat, taps): &mut Scratch<T>,
 ) {
     // A constant in each compiled version: FMA where that version may use it.
     const HAS_FMA: bool = selected_target!().supports_feature_str("fma");
@@ -131,13 +136,10 @@ fn forward_plane<T: Element>(
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let layout = g.input_layout();
     padded.fill(x, &layout);
-    let padded = &*padded;
-    let len = oh * layout.cols;
-    flat.resize(len, T::default());
-    let taps: Vec<Tap<'_, T>> = (0..k * k)
-        .map(|t| (padded.run(t / k, t % k, len), wk[t]))
-        .collect();
-    weighted_sum(flat, &taps, has_fma);
+    flat.resize(oh * layout.cols, T::default());
+    taps.clear();
+    taps.extend((0..k * k).map(|t| (padded.run_start(t / k, t % k), wk[t])));
+    weighted_sum(flat, padded.data(), taps, has_fma);
     for (o, f) in out.chunks_exact_mut(ow).zip(flat.chunks_exact(layout.cols)) {
         o.copy_from_slice(&f[..ow]);
     }
@@ -149,14 +151,14 @@ pub(crate) fn input_grad<T: Element>(grad_out: &[T], w: &[T], g: &Geometry) -> V
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     let mut grad_in = vec![T::default(); g.batch * g.channels * in_plane];
-    grad_in.par_chunks_mut(in_plane).enumerate().for_each_init(
-        || (PolyphasePlane::new(), Vec::new()),
-        |(padded, flat), (plane, gi)| {
+    grad_in
+        .par_chunks_mut(in_plane)
+        .enumerate()
+        .for_each_init(scratch, |scratch, (plane, gi)| {
             let c = plane % g.channels;
             let go = &grad_out[plane * oh * ow..(plane + 1) * oh * ow];
-            input_grad_plane(go, &w[c * k * k..(c + 1) * k * k], gi, g, padded, flat);
-        },
-    );
+            input_grad_plane(go, &w[c * k * k..(c + 1) * k * k], gi, g, scratch);
+        });
     grad_in
 }
 
@@ -169,8 +171,7 @@ fn input_grad_plane<T: Element>(
     wk: &[T],
     gi: &mut [T],
     g: &Geometry,
-    padded: &mut PolyphasePlane<T>,
-    flat: &mut Vec<T>,
+    (padded, flat, taps): &mut Scratch<T>,
 ) {
     // A constant in each compiled version: FMA where that version may use it.
     const HAS_FMA: bool = selected_target!().supports_feature_str("fma");
@@ -189,24 +190,19 @@ fn input_grad_plane<T: Element>(
         cols: phase_cols.max(ow) + lead,
     };
     padded.fill(go, &layout);
-    let padded = &*padded;
     let cols = layout.cols;
     let len = phase_rows * cols;
     flat.resize(s * s * len, T::default());
-    let mut taps: Vec<Tap<'_, T>> = Vec::with_capacity(k * k);
     for (ab, phase) in flat.chunks_exact_mut(len).enumerate() {
         let (a, b) = (ab / s, ab % s);
         taps.clear();
         for m in (0..).take_while(|m| a + s * m < k) {
             for n in (0..).take_while(|n| b + s * n < k) {
                 let start = (lead - m) * cols + (lead - n);
-                taps.push((
-                    &padded.data()[start..start + len],
-                    wk[(a + s * m) * k + b + s * n],
-                ));
+                taps.push((start, wk[(a + s * m) * k + b + s * n]));
             }
         }
-        weighted_sum(phase, &taps, has_fma);
+        weighted_sum(phase, padded.data(), taps, has_fma);
     }
     for (iy, row) in gi.chunks_exact_mut(g.in_w).enumerate() {
         let r = iy + p;
@@ -227,18 +223,18 @@ fn input_grad_plane<T: Element>(
 pub(crate) fn weight_grad<T: Element>(x: &[T], grad_out: &[T], g: &Geometry) -> Vec<T> {
     let k = g.kernel;
     let mut grad_w = vec![T::default(); g.channels * k * k];
-    grad_w.par_chunks_mut(k * k).enumerate().for_each_init(
-        || (PolyphasePlane::new(), Vec::new()),
-        |(padded, flat), (c, gw)| {
+    grad_w
+        .par_chunks_mut(k * k)
+        .enumerate()
+        .for_each_init(scratch, |scratch, (c, gw)| {
             let mut acc = vec![0f64; k * k];
             for n in 0..g.batch {
-                weight_grad_plane(x, grad_out, n * g.channels + c, g, padded, flat, &mut acc);
+                weight_grad_plane(x, grad_out, n * g.channels + c, g, scratch, &mut acc);
             }
             for (dst, src) in gw.iter_mut().zip(acc) {
                 *dst = T::from_f64(src);
             }
-        },
-    );
+        });
     grad_w
 }
 
@@ -248,8 +244,7 @@ fn weight_grad_plane<T: Element>(
     grad_out: &[T],
     plane: usize,
     g: &Geometry,
-    padded: &mut PolyphasePlane<T>,
-    flat: &mut Vec<T>,
+    (padded, flat, _): &mut Scratch<T>,
     acc: &mut [f64],
 ) {
     // A constant in each compiled version: FMA where that version may use it.

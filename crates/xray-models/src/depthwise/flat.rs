@@ -29,18 +29,19 @@ fn mul_acc<T: Element>(acc: T, w: T, v: T, fma: bool) -> T {
     }
 }
 
-/// One input of a weighted sum: a run and its weight.
-pub(super) type Tap<'a, T> = (&'a [T], T);
+/// One input of a weighted sum: where its run starts in the data, and its weight. (Offsets
+/// rather than slices, so that a task can keep one tap list for all its planes.)
+pub(super) type Tap<T> = (usize, T);
 
-/// `out[i] = sum over taps of weight * run[i]`; every run is at least as long as `out`.
+/// `out[i] = sum over taps of weight * data[start + i]`; every run lies inside `data`.
 #[inline(always)]
-pub(super) fn weighted_sum<T: Element>(out: &mut [T], taps: &[Tap<'_, T>], fma: bool) {
-    let start = weighted_sum_lanes::<T, WIDE>(out, taps, 0, fma);
-    let start = weighted_sum_lanes::<T, NARROW>(out, taps, start, fma);
+pub(super) fn weighted_sum<T: Element>(out: &mut [T], data: &[T], taps: &[Tap<T>], fma: bool) {
+    let start = weighted_sum_lanes::<T, WIDE>(out, data, taps, 0, fma);
+    let start = weighted_sum_lanes::<T, NARROW>(out, data, taps, start, fma);
     for (i, o) in out.iter_mut().enumerate().skip(start) {
         let mut acc = T::default();
         for &(run, w) in taps {
-            acc = mul_acc(acc, w, run[i], fma);
+            acc = mul_acc(acc, w, data[run + i], fma);
         }
         *o = acc;
     }
@@ -49,7 +50,8 @@ pub(super) fn weighted_sum<T: Element>(out: &mut [T], taps: &[Tap<'_, T>], fma: 
 #[inline(always)]
 fn weighted_sum_lanes<T: Element, const L: usize>(
     out: &mut [T],
-    taps: &[Tap<'_, T>],
+    data: &[T],
+    taps: &[Tap<T>],
     mut start: usize,
     fma: bool,
 ) -> usize {
@@ -57,7 +59,7 @@ fn weighted_sum_lanes<T: Element, const L: usize>(
         let mut acc = [T::default(); L];
         for &(run, w) in taps {
             // Fixed-size chunks: no bounds checks inside, so the loop becomes vector code.
-            if let Some(v) = run[start..].first_chunk::<L>() {
+            if let Some(v) = data[run + start..].first_chunk::<L>() {
                 for l in 0..L {
                     acc[l] = mul_acc(acc[l], w, v[l], fma);
                 }
@@ -147,6 +149,9 @@ impl<T: Element> PolyphasePlane<T> {
         spare.fill(T::default());
         for (ab, comp) in components.chunks_exact_mut(component).enumerate() {
             let (a, b) = (ab / s, ab % s);
+            // Padded column s*c + b is source column s*c + b - pad_left: the same for every row.
+            let first_c = p.pad_left.saturating_sub(b).div_ceil(s).min(p.cols);
+            let first_x = first_c * s + b - p.pad_left;
             for (r, row) in comp.chunks_exact_mut(p.cols).enumerate() {
                 // Padded row s*r + a is source row s*r + a - pad_top, if that exists.
                 let y = (s * r + a).checked_sub(p.pad_top).filter(|&y| y < p.height);
@@ -155,9 +160,6 @@ impl<T: Element> PolyphasePlane<T> {
                     continue;
                 };
                 let src = &plane[y * p.width..(y + 1) * p.width];
-                // Padded column s*c + b is source column s*c + b - pad_left.
-                let first_c = p.pad_left.saturating_sub(b).div_ceil(s).min(p.cols);
-                let first_x = first_c * s + b - p.pad_left;
                 let (before, from) = row.split_at_mut(first_c);
                 before.fill(T::default());
                 let written = if s == 1 {
@@ -175,15 +177,8 @@ impl<T: Element> PolyphasePlane<T> {
         }
     }
 
-    /// The run for tap `(ky, kx)`: component `(ky % s, kx % s)` from row `ky / s`, column
-    /// `kx / s` onwards, `len` long in flat `cols`-wide indexing.
-    #[inline(always)]
-    pub fn run(&self, ky: usize, kx: usize, len: usize) -> &[T] {
-        let start = self.run_start(ky, kx);
-        &self.data[start..start + len]
-    }
-
-    /// Where [`run`](Self::run) starts in [`data`](Self::data).
+    /// Where the run for tap `(ky, kx)` starts in [`data`](Self::data): component
+    /// `(ky % s, kx % s)` from row `ky / s`, column `kx / s`, read in flat `cols`-wide indexing.
     #[inline(always)]
     pub fn run_start(&self, ky: usize, kx: usize) -> usize {
         let s = self.stride;
