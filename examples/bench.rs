@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--threads 2] [--batch 32] [--only NAME,...]
-//!     [--reference VENV/bin/python]   # also run the PyTorch script and print ratios
+//!     [--reference VENV/bin/python] [--repeat 3] [--table FILE]
 //! ```
+//!
+//! With `--reference`, each workload is followed by the PyTorch script's run of the same
+//! workload (interleaved, so that both sides of a ratio see the same state of a noisy machine),
+//! `--repeat` times, and a Markdown table of the ratios is printed (and written to `--table`).
 //!
 //! One JSON object per line: `{"name", "unit", "median", "min", "max", "runs", "threads",
 //! "batch", "config", "gflops_per_s"}` (the last: achieved GFLOP/s at the median, where the
@@ -21,7 +25,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -40,6 +43,16 @@ use xray_pneumonia::models::{
     depthwise_conv2d, seeded_init, Architecture, Classifier, MobileNetV2Config, ScratchCnnConfig,
 };
 use xray_pneumonia::pipeline::keep_freed_memory;
+
+/// The workloads `pytorch_ref.py` also runs.
+const PYTORCH_HAS: [&str; 6] = [
+    "mnv2_infer",
+    "mnv2_infer_b1",
+    "mnv2_train",
+    "mnv2_head_train",
+    "plaincnn_train",
+    "dwconv_fwd_bwd",
+];
 
 const ALL: [&str; 8] = [
     "mnv2_infer",
@@ -80,6 +93,9 @@ struct Args {
     /// Also write the comparison as a Markdown table here.
     #[arg(long)]
     table: Option<PathBuf>,
+    /// Rounds of every workload (each followed by PyTorch's, with `--reference`).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 /// One result line, in the PyTorch script's format plus the achieved GFLOP/s.
@@ -121,22 +137,26 @@ fn run() -> Result<()> {
         warmup: if args.quick { 1 } else { 2 },
         runs: if args.quick { 2 } else { 5 },
     };
-    let mut ours = Vec::new();
-    for name in ALL {
-        if !wanted.is_empty() && !wanted.contains(&name) {
-            continue;
+    let selected: Vec<&str> = ALL
+        .into_iter()
+        .filter(|name| wanted.is_empty() || wanted.contains(name))
+        .collect();
+    // Rounds of (ours, then PyTorch's) per workload: interleaved, so that both sides of a
+    // ratio see the same state of this noisy machine.
+    let mut rounds: Vec<(Record, Option<Record>)> = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        for &name in &selected {
+            let record = bench.workload(name, &args.data)?;
+            println!("{}", serde_json::to_string(&record)?);
+            let reference = match &args.reference {
+                Some(python) if PYTORCH_HAS.contains(&name) => run_reference(python, &args, name)?,
+                _ => None,
+            };
+            rounds.push((record, reference));
         }
-        let record = bench.workload(name, &args.data)?;
-        println!("{}", serde_json::to_string(&record)?);
-        ours.push(record);
     }
-    if let Some(python) = &args.reference {
-        let theirs = run_reference(python, &args)?;
-        let peak = ours
-            .iter()
-            .find(|r| r.name == "peak_gflops")
-            .map(|r| r.median);
-        let table = comparison_table(&ours, &theirs, peak);
+    if args.reference.is_some() {
+        let table = comparison_table(&rounds, &selected);
         println!("{table}");
         if let Some(path) = &args.table {
             std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
@@ -170,9 +190,9 @@ impl Bench {
                 let mut r = self.record(name, secs, 1, Some(mobilenet_forward_flops(224)));
                 (r.unit, r.median, r.min, r.max) = (
                     "ms".into(),
-                    1e3 / r.median,
-                    1e3 / r.max, // the fastest run has the highest images/s
-                    1e3 / r.min,
+                    round3(1e3 / r.median),
+                    round3(1e3 / r.max), // the fastest run has the highest images/s
+                    round3(1e3 / r.min),
                 );
                 r.batch = self.batch;
                 Ok(r)
@@ -211,9 +231,9 @@ impl Bench {
                 let mut r = self.record(name, secs, 1, None);
                 (r.unit, r.median, r.min, r.max) = (
                     "GFLOP/s".into(),
-                    r.median * flops / 1e9,
-                    r.min * flops / 1e9,
-                    r.max * flops / 1e9,
+                    round3(r.median * flops / 1e9),
+                    round3(r.min * flops / 1e9),
+                    round3(r.max * flops / 1e9),
                 );
                 r.gflops_per_s = Some(r.median);
                 Ok(r)
@@ -228,9 +248,9 @@ impl Bench {
                 let mut r = self.record(name, secs, 1, None);
                 (r.unit, r.median, r.min, r.max) = (
                     "GFLOP/s".into(),
-                    r.median * flops / 1e9,
-                    r.min * flops / 1e9,
-                    r.max * flops / 1e9,
+                    round3(r.median * flops / 1e9),
+                    round3(r.min * flops / 1e9),
+                    round3(r.max * flops / 1e9),
                 );
                 r.gflops_per_s = Some(r.median);
                 r.batch = n;
@@ -418,16 +438,14 @@ fn plain_cnn_forward_flops(size: usize) -> f64 {
     2.0 * macs
 }
 
-/// Runs the PyTorch script with our threads, batch and workloads; returns its records by name.
-fn run_reference(python: &PathBuf, args: &Args) -> Result<BTreeMap<String, Record>> {
+/// Runs the PyTorch script for one workload with our threads and batch; returns its record.
+fn run_reference(python: &PathBuf, args: &Args, name: &str) -> Result<Option<Record>> {
     let mut command = Command::new(python);
     command
         .arg(&args.reference_script)
         .args(["--threads", &args.threads.to_string()])
-        .args(["--batch", &args.batch.to_string()]);
-    if !args.only.is_empty() {
-        command.args(["--only", &args.only]);
-    }
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--only", name]);
     if args.quick {
         command.arg("--quick");
     }
@@ -444,54 +462,92 @@ fn run_reference(python: &PathBuf, args: &Args) -> Result<BTreeMap<String, Recor
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let mut records = BTreeMap::new();
+    let mut found = None;
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         println!("pytorch: {line}");
         if let Ok(record) = serde_json::from_str::<Record>(line) {
-            records.insert(record.name.clone(), record);
+            found = Some(record);
         }
     }
-    Ok(records)
+    Ok(found)
 }
 
-/// Markdown: workload, ours, PyTorch, speed ratio (above 1: we are faster), achieved GFLOP/s
-/// and its share of the measured peak.
-fn comparison_table(
-    ours: &[Record],
-    theirs: &BTreeMap<String, Record>,
-    peak: Option<f64>,
-) -> String {
-    let mut out = String::from(
-        "| workload | unit | ours (median, min-max) | PyTorch (median, min-max) | speed ratio | ours GFLOP/s | share of peak |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Markdown, one row per workload over all rounds: the medians of each side's per-round
+/// medians, the speed ratio per round (above 1: we are faster) as median and min-max, our
+/// achieved GFLOP/s and its share of the measured peak.
+fn comparison_table(rounds: &[(Record, Option<Record>)], selected: &[&str]) -> String {
+    let peak = median(
+        rounds
+            .iter()
+            .filter(|(r, _)| r.name == "peak_gflops")
+            .map(|(r, _)| r.median)
+            .collect(),
     );
-    for r in ours {
-        let reference = theirs.get(&r.name);
-        let ratio = reference.map(|t| {
-            if r.unit == "ms" {
-                t.median / r.median
-            } else {
-                r.median / t.median
-            }
-        });
-        let fmt = |x: &Record| format!("{:.1} ({:.1}-{:.1})", x.median, x.min, x.max);
-        let share = match (r.gflops_per_s, peak) {
-            (Some(g), Some(p)) if p > 0.0 => format!("{:.0}%", 100.0 * g / p),
-            _ => "-".into(),
+    let mut out = String::from(
+        "| workload | unit | ours (median of rounds) | PyTorch (median of rounds) | speed ratio, median (min-max) | rounds | ours GFLOP/s | share of peak |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for name in selected {
+        let of_name: Vec<&(Record, Option<Record>)> =
+            rounds.iter().filter(|(r, _)| r.name == *name).collect();
+        let Some((first, _)) = of_name.first() else {
+            continue;
+        };
+        let ours = median(of_name.iter().map(|(r, _)| r.median).collect());
+        let theirs: Vec<f64> = of_name
+            .iter()
+            .filter_map(|(_, t)| t.as_ref().map(|t| t.median))
+            .collect();
+        let ratios: Vec<f64> = of_name
+            .iter()
+            .filter_map(|(r, t)| {
+                t.as_ref().map(|t| {
+                    if r.unit == "ms" {
+                        t.median / r.median
+                    } else {
+                        r.median / t.median
+                    }
+                })
+            })
+            .collect();
+        let gflops = median(of_name.iter().filter_map(|(r, _)| r.gflops_per_s).collect());
+        let dash = || "-".to_string();
+        let ratio = if ratios.is_empty() {
+            dash()
+        } else {
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            format!("{:.2} ({lo:.2}-{hi:.2})", median(ratios.clone()))
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            r.name,
-            r.unit,
-            fmt(r),
-            reference.map(fmt).unwrap_or_else(|| "-".into()),
-            ratio
-                .map(|x| format!("{x:.2}"))
-                .unwrap_or_else(|| "-".into()),
-            r.gflops_per_s
-                .map(|g| format!("{g:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            share,
+            "| {name} | {} | {ours:.1} | {} | {ratio} | {} | {} | {} |\n",
+            first.unit,
+            if theirs.is_empty() {
+                dash()
+            } else {
+                format!("{:.1}", median(theirs))
+            },
+            of_name.len(),
+            if gflops.is_nan() {
+                dash()
+            } else {
+                format!("{gflops:.1}")
+            },
+            if gflops.is_nan() || peak.is_nan() || peak <= 0.0 {
+                dash()
+            } else {
+                format!("{:.0}%", 100.0 * gflops / peak)
+            },
         ));
     }
     out
