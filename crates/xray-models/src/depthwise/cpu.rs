@@ -211,9 +211,14 @@ fn input_grad_plane<T: Element>(
             row.copy_from_slice(&flat[phase_row(0) + p..phase_row(0) + p + g.in_w]);
             continue;
         }
-        for (ix, v) in row.iter_mut().enumerate() {
-            let col = ix + p;
-            *v = flat[phase_row(col % s) + col / s];
+        // Input column ix is padded column ix + p: phase (ix + p) % s, index (ix + p) / s. Each
+        // phase fills every s-th column, its index rising by one (no division per pixel).
+        for b in 0..s {
+            let first = (b + s - p % s) % s;
+            let src = &flat[phase_row(b) + (first + p) / s..];
+            for (v, &f) in row.iter_mut().skip(first).step_by(s).zip(src) {
+                *v = f;
+            }
         }
     }
 }
