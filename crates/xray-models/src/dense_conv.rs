@@ -13,6 +13,7 @@ use num_traits::Float;
 use crate::cpu_storage::try_dispatch;
 use crate::im2col::{plane_columns, scatter_plane, Geometry};
 use crate::matmul::{matmul, per_image, sum_of_products, Columns, MatRef};
+use crate::tracked::if_tracked;
 
 /// A convolution of `x` `(N, C, H, W)` with `weight` `(O, C, K, K)`, `stride` and `padding`
 /// zeros on each side, no bias, dilation 1. Differentiable; f32 or f64 on CPU, candle's
@@ -127,9 +128,9 @@ impl CustomOp2 for DenseConv {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let c = x.dim(1)?;
-        let grad_x = grad.apply_op2_no_bwd(weight, &InputGrad(self.0, c))?;
-        let grad_w = x.apply_op2_no_bwd(&grad, &WeightGrad(self.0))?;
-        Ok((Some(grad_x), Some(grad_w)))
+        let grad_x = if_tracked(x, || grad.apply_op2_no_bwd(weight, &InputGrad(self.0, c)))?;
+        let grad_w = if_tracked(weight, || x.apply_op2_no_bwd(&grad, &WeightGrad(self.0)))?;
+        Ok((grad_x, grad_w))
     }
 }
 

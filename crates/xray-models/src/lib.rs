@@ -35,6 +35,7 @@ mod mobilenetv2;
 mod norm;
 mod pointwise;
 mod scratch_cnn;
+mod tracked;
 mod weights;
 
 pub use batch_norm_relu::BatchNormRelu;

@@ -11,6 +11,7 @@ use num_traits::Float;
 use crate::bias_act::{bias_act_backward, bias_relu6, Epilogue};
 use crate::cpu_storage::{try_dispatch, try_dispatch3};
 use crate::matmul::{matmul, per_image, sum_of_products, Columns, MatRef};
+use crate::tracked::if_tracked;
 
 /// `y[n, o] = sum_c w[o, c] * x[n, c]` over the pixels of `x` `(N, C, H, W)` with `weight`
 /// `(O, C, 1, 1)`: a 1x1 convolution without bias. Differentiable; f32 or f64 on CPU,
@@ -121,16 +122,19 @@ impl CustomOp2 for Pointwise {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (grad_x, grad_w) = backward(x, weight, &grad.contiguous()?)?;
-        Ok((Some(grad_x), Some(grad_w)))
+        backward(x, weight, &grad.contiguous()?)
     }
 }
 
 /// Input and weight gradients from the (contiguous) output gradient.
-fn backward(x: &Tensor, weight: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+fn backward(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
     Ok((
-        grad.apply_op2_no_bwd(weight, &InputGrad)?,
-        x.apply_op2_no_bwd(grad, &WeightGrad)?,
+        if_tracked(x, || grad.apply_op2_no_bwd(weight, &InputGrad))?,
+        if_tracked(weight, || x.apply_op2_no_bwd(grad, &WeightGrad))?,
     ))
 }
 
@@ -176,7 +180,7 @@ impl CustomOp3 for PointwiseBiasAct {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (grad_z, grad_bias) = bias_act_backward(grad, res, self.relu6)?;
         let (grad_x, grad_w) = backward(x, weight, &grad_z)?;
-        Ok((Some(grad_x), Some(grad_w), Some(grad_bias)))
+        Ok((grad_x, grad_w, Some(grad_bias)))
     }
 }
 

@@ -397,3 +397,48 @@ fn convolutions_with_bias_and_relu6_match_the_separate_ops() -> candle_core::Res
     }
     Ok(())
 }
+
+/// An input no variable feeds (the network's image) gets no gradient, and the weight's
+/// gradient is the same as when the input is tracked.
+#[test]
+fn untracked_inputs_get_no_gradient() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let x = randn(&mut rng, &[2, 3, 9, 9], DType::F64)?;
+    let convs: [(
+        &str,
+        Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>>,
+        [usize; 4],
+    ); 3] = [
+        (
+            "dense",
+            Box::new(|x, w| xray_models::dense_conv2d(x, w, 2, 1)),
+            [4, 3, 3, 3],
+        ),
+        ("1x1", Box::new(xray_models::pointwise_conv2d), [4, 3, 1, 1]),
+        (
+            "depthwise",
+            Box::new(|x, w| xray_models::depthwise_conv2d(x, w, 1, 1)),
+            [3, 1, 3, 3],
+        ),
+    ];
+    for (name, conv, w_shape) in convs {
+        let w = Var::from_tensor(&randn(&mut rng, &w_shape, DType::F64)?)?;
+        let plain = conv(&x, &w)?.sqr()?.sum_all()?.backward()?;
+        assert!(
+            plain.get(&x).is_none(),
+            "{name}: an untracked input got a gradient"
+        );
+        let xv = Var::from_tensor(&x)?;
+        let tracked = conv(&xv, &w)?.sqr()?.sum_all()?.backward()?;
+        assert!(
+            tracked.get(&xv).is_some(),
+            "{name}: a tracked input got no gradient"
+        );
+        let (a, b) = (
+            plain.get(&w).expect("weight"),
+            tracked.get(&w).expect("weight"),
+        );
+        assert_close(&format!("{name} weight gradient"), a, b, 1e-12)?;
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor}
 
 use crate::bias_act::{bias_act_backward, bias_relu6, Epilogue};
 use crate::cpu_storage::{dispatch, dispatch3};
+use crate::tracked::if_tracked;
 use cpu::Geometry;
 
 /// Depthwise convolution of `x` `(N, C, H, W)` with `weight` `(C, 1, K, K)` (f32 or f64): square
@@ -137,8 +138,7 @@ impl CustomOp2 for DepthwiseConv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (grad_x, grad_w) = backward(x, weight, &grad.contiguous()?, self.stride, self.padding)?;
-        Ok((Some(grad_x), Some(grad_w)))
+        backward(x, weight, &grad.contiguous()?, self.stride, self.padding)
     }
 }
 
@@ -149,25 +149,25 @@ fn backward(
     grad: &Tensor,
     stride: usize,
     padding: usize,
-) -> candle_core::Result<(Tensor, Tensor)> {
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
     let (_, _, in_h, in_w) = x.dims4()?;
-    let grad_x = grad.apply_op2_no_bwd(
-        weight,
-        &InputGrad {
+    let grad_x = if_tracked(x, || {
+        let geometry = InputGrad {
             stride,
             padding,
             in_h,
             in_w,
-        },
-    )?;
-    let grad_w = x.apply_op2_no_bwd(
-        grad,
-        &WeightGrad {
+        };
+        grad.apply_op2_no_bwd(weight, &geometry)
+    })?;
+    let grad_w = if_tracked(weight, || {
+        let geometry = WeightGrad {
             stride,
             padding,
             kernel: weight.dim(2)?,
-        },
-    )?;
+        };
+        x.apply_op2_no_bwd(grad, &geometry)
+    })?;
     Ok((grad_x, grad_w))
 }
 
@@ -218,7 +218,7 @@ impl CustomOp3 for DepthwiseBiasAct {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (grad_z, grad_bias) = bias_act_backward(grad, res, self.relu6)?;
         let (grad_x, grad_w) = backward(x, weight, &grad_z, self.stride, self.padding)?;
-        Ok((Some(grad_x), Some(grad_w), Some(grad_bias)))
+        Ok((grad_x, grad_w, Some(grad_bias)))
     }
 }
 
