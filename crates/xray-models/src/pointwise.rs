@@ -187,6 +187,29 @@ impl CustomOp3 for PointwiseBiasAct {
 /// `(grad_out (N, O, H, W), weight (O, C, 1, 1)) -> grad_input (N, C, H, W)`: `W^T G` per image.
 struct InputGrad;
 
+fn input_grad<T: Float + Send + Sync + 'static>(
+    grad: &[T],
+    weight: &[T],
+    (c, out_c, pixels): (usize, usize, usize),
+) -> candle_core::Result<Vec<T>> {
+    per_image(grad, out_c * pixels, c * pixels, |g, y, threads| {
+        let wt = MatRef::row_major(weight, out_c, c).t();
+        matmul(y, wt, MatRef::row_major(g, out_c, pixels), false, threads)
+    })
+}
+
+/// `sum_n G_n X_n^T`: the input is already each image's right-hand matrix.
+fn weight_grad<T: Float + Send + Sync + 'static>(
+    x: &[T],
+    grad: &[T],
+    (c, out_c, pixels): (usize, usize, usize),
+) -> candle_core::Result<Vec<T>> {
+    let image = c * pixels;
+    sum_of_products(grad, (out_c, c, pixels), |i, _| {
+        Columns::Input(&x[i * image..(i + 1) * image])
+    })
+}
+
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
         "pointwise-conv2d-input-grad"
@@ -205,18 +228,8 @@ impl CustomOp2 for InputGrad {
             "pointwise_conv2d backward",
             (s1, l1, "output gradient"),
             (s2, l2, "weight"),
-            |g, wt| {
-                per_image(g, out_c * h * w, c * h * w, |g, y, t| {
-                    let wt = MatRef::row_major(wt, out_c, c).t();
-                    matmul(y, wt, MatRef::row_major(g, out_c, h * w), false, t)
-                })
-            },
-            |g, wt| {
-                per_image(g, out_c * h * w, c * h * w, |g, y, t| {
-                    let wt = MatRef::row_major(wt, out_c, c).t();
-                    matmul(y, wt, MatRef::row_major(g, out_c, h * w), false, t)
-                })
-            },
+            |g, wt| input_grad(g, wt, (c, out_c, h * w)),
+            |g, wt| input_grad(g, wt, (c, out_c, h * w)),
         )?;
         Ok((out, Shape::from((n, c, h, w))))
     }
@@ -244,18 +257,8 @@ impl CustomOp2 for WeightGrad {
             "pointwise_conv2d backward",
             (s1, l1, "input"),
             (s2, l2, "output gradient"),
-            |x, g| {
-                let per_image = c * h * w;
-                sum_of_products(g, (out_c, c, h * w), |i, _| {
-                    Columns::Input(&x[i * per_image..(i + 1) * per_image])
-                })
-            },
-            |x, g| {
-                let per_image = c * h * w;
-                sum_of_products(g, (out_c, c, h * w), |i, _| {
-                    Columns::Input(&x[i * per_image..(i + 1) * per_image])
-                })
-            },
+            |x, g| weight_grad(x, g, (c, out_c, h * w)),
+            |x, g| weight_grad(x, g, (c, out_c, h * w)),
         )?;
         Ok((out, Shape::from((out_c, c, 1, 1))))
     }
