@@ -1,5 +1,6 @@
-//! The column matrix of a stride-1 convolution as one op with its backward, so that a dense
-//! convolution is one matrix product forward and two backward.
+//! The column matrix of a convolution (im2col) and its scatter back (col2im), per plane, plus
+//! the whole-batch stride-1 [`im2col`] op with its backward. [`dense_conv2d`](crate::dense_conv2d)
+//! uses the per-plane helpers image by image.
 //!
 //! Built from candle ops (padding, nine shifted views, a stack), each view's backward
 //! materialises a zero tensor of the padded input's size and adds into it: nine extra passes
