@@ -398,17 +398,16 @@ fn convolutions_with_bias_and_relu6_match_the_separate_ops() -> candle_core::Res
     Ok(())
 }
 
+/// A convolution under test, input and weight to output.
+type Convolution = Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>>;
+
 /// An input no variable feeds (the network's image) gets no gradient, and the weight's
 /// gradient is the same as when the input is tracked.
 #[test]
 fn untracked_inputs_get_no_gradient() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(29);
     let x = randn(&mut rng, &[2, 3, 9, 9], DType::F64)?;
-    let convs: [(
-        &str,
-        Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>>,
-        [usize; 4],
-    ); 3] = [
+    let convs: [(&str, Convolution, [usize; 4]); 3] = [
         (
             "dense",
             Box::new(|x, w| xray_models::dense_conv2d(x, w, 2, 1)),
