@@ -1,5 +1,5 @@
 //! The dense convolution as one op with its backward, image by image: the image's
-//! column matrix ([`im2col`](crate::im2col)) is built in a reused buffer and multiplied by the
+//! column matrix (im2col) is built in a reused buffer and multiplied by the
 //! weight; backward, the weight's transpose times the output gradient is scattered back
 //! (col2im), and the weight gradient accumulates `G_i C_i^T` in place.
 //!

@@ -1,6 +1,7 @@
 //! Pneumonia classifiers for candle: a from-scratch CNN and ImageNet-pretrained MobileNetV2 in
 //! torchvision's tensor layout, plus the CPU ops that make them fast: depthwise convolution,
-//! im2col, BatchNorm+ReLU, bias+ReLU6 and 2x2 max-pooling, each with its backward.
+//! 1x1 and dense convolutions as matrix products, BatchNorm+ReLU, bias+ReLU6 and 2x2
+//! max-pooling, each with its backward.
 //!
 //! Loading the shared ImageNet weights into a pneumonia model (a new one-logit head):
 //! ```no_run
@@ -45,7 +46,6 @@ pub use conv_norm::{Conv, ConvKind, ConvNormAct};
 pub use dense_conv::dense_conv2d;
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_bias_act};
 pub use error::ModelError;
-pub use im2col::im2col;
 pub use init::seeded_init;
 pub use inverted_residual::InvertedResidual;
 pub use max_pool::max_pool_2x2;
