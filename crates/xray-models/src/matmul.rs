@@ -127,17 +127,13 @@ pub(crate) fn per_image<T: Float + Send + Sync + 'static>(
 ) -> candle_core::Result<Vec<T>> {
     let images = input.len() / in_size.max(1);
     let mut out = vec![T::zero(); images * out_size];
-    let (inputs, outputs) = (
-        input.chunks(in_size.max(1)),
-        out.chunks_mut(out_size.max(1)),
-    );
+    let (in_size, out_size) = (in_size.max(1), out_size.max(1));
     if images >= threads() {
-        outputs
-            .zip(inputs)
-            .par_bridge()
+        out.par_chunks_mut(out_size)
+            .zip(input.par_chunks(in_size))
             .try_for_each(|(y, x)| product(x, y, 1))?;
     } else {
-        for (y, x) in outputs.zip(inputs) {
+        for (y, x) in out.chunks_mut(out_size).zip(input.chunks(in_size)) {
             product(x, y, threads())?;
         }
     }
