@@ -17,13 +17,14 @@ use clap::Parser;
 use common::Holdout;
 use xray_pneumonia::data::{
     images_to_tensor, load_images, scan_split, test_time_views, GrayImage, Label, LoadOptions,
+    Shift, ViewTransform,
 };
 use xray_pneumonia::eval::{heat_overlay, vanilla_gradient, BootstrapConfig, DISCLAIMER};
 use xray_pneumonia::evaluation::{
     build_report, evaluation_figures, Evaluation, EvaluationInput, ReportContext,
 };
 use xray_pneumonia::pipeline::{keep_freed_memory, metrics_table, pick_device};
-use xray_pneumonia::train::Bundle;
+use xray_pneumonia::train::{Bundle, Prediction};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +61,10 @@ struct Args {
     /// Test-time augmentation: average the probabilities of 5 fixed views of each film.
     #[arg(long)]
     tta: bool,
+    /// A controlled shift applied to every film before scoring, `kind:level` with kind
+    /// contrast, gamma, blur, noise or resolution (e.g. `gamma:1.5`, `resolution:0.5`).
+    #[arg(long)]
+    shift: Option<Shift>,
     /// Most confident errors of each kind shown with saliency in the report.
     #[arg(long, default_value_t = 4)]
     errors: usize,
@@ -78,19 +83,22 @@ fn main() -> std::process::ExitCode {
     common::run_main(run)
 }
 
+/// Pneumonia probabilities (averaged over the test-time views with `tta`) and, per film, the
+/// out-of-distribution score and flag of the film itself where the bundle has the statistics.
 fn predict(
     bundle: &Bundle,
     images: &[&GrayImage],
     tta: bool,
     batch_size: usize,
     device: &candle_core::Device,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, Vec<Prediction>)> {
+    let plain = bundle.predict_with_ood(images, batch_size, device)?;
     if !tta {
-        return Ok(bundle.predict(images, batch_size, device)?);
+        return Ok((plain.iter().map(|p| p.probability).collect(), plain));
     }
     let views = test_time_views();
-    let mut sum = vec![0.0; images.len()];
-    for view in &views {
+    let mut sum: Vec<f64> = plain.iter().map(|p| p.probability).collect();
+    for view in views.iter().filter(|v| **v != ViewTransform::IDENTITY) {
         let changed: Vec<GrayImage> = images.iter().map(|i| view.apply(i)).collect();
         let refs: Vec<&GrayImage> = changed.iter().collect();
         for (s, p) in sum
@@ -100,7 +108,8 @@ fn predict(
             *s += p;
         }
     }
-    Ok(sum.into_iter().map(|s| s / views.len() as f64).collect())
+    let mean = sum.into_iter().map(|s| s / views.len() as f64).collect();
+    Ok((mean, plain))
 }
 
 /// The `per_kind` most confident missed pneumonias (top row) and false alarms (bottom row),
@@ -179,8 +188,19 @@ fn run() -> Result<()> {
     for s in &set.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
-    let images: Vec<_> = set.images.iter().collect();
-    let probabilities = predict(&bundle, &images, args.tta, args.batch_size, &device)?;
+    let shifted: Option<Vec<GrayImage>> = args.shift.map(|shift| {
+        set.images
+            .iter()
+            .enumerate()
+            .map(|(i, film)| shift.apply(film, args.seed ^ i as u64))
+            .collect()
+    });
+    let images: Vec<_> = shifted.as_ref().unwrap_or(&set.images).iter().collect();
+    let (probabilities, plain) = predict(&bundle, &images, args.tta, args.batch_size, &device)?;
+    let flagged = plain
+        .iter()
+        .filter(|p| p.out_of_distribution == Some(true))
+        .count();
     let labels: Vec<bool> = set
         .samples
         .iter()
@@ -222,15 +242,26 @@ fn run() -> Result<()> {
     for note in &evaluation.notes {
         println!("note: {note}");
     }
+    if let Some(ood) = &bundle.config.ood {
+        println!(
+            "out of distribution: {flagged} of {} films lie further from the training films than \
+             {:.1}% of validation films (features or appearance); their predictions are \
+             extrapolation",
+            plain.len(),
+            ood.features.quantile * 100.0
+        );
+    }
     println!(
-        "data: {name}, {} images, {} skipped{}\n{DISCLAIMER}",
+        "data: {name}, {} images, {} skipped{}{}\n{DISCLAIMER}",
         set.samples.len(),
         set.skipped.len(),
         if args.tta {
             ", test-time augmentation"
         } else {
             ""
-        }
+        },
+        args.shift
+            .map_or(String::new(), |s| format!(", every film shifted by {s}"))
     );
 
     std::fs::create_dir_all(&args.out)
@@ -242,6 +273,13 @@ fn run() -> Result<()> {
     json["intervals"] = serde_json::to_value(&evaluation.intervals)?;
     json["evaluation"] = serde_json::to_value(&evaluation)?;
     json["tta"] = serde_json::json!(args.tta);
+    json["shift"] = serde_json::to_value(args.shift)?;
+    json["ood"] = match &bundle.config.ood {
+        Some(ood) => {
+            serde_json::json!({ "feature_threshold": ood.features.threshold, "appearance_threshold": ood.appearance.threshold, "quantile": ood.features.quantile, "flagged": flagged })
+        }
+        None => serde_json::Value::Null,
+    };
     json["data"] = serde_json::json!({ "root": args.data, "split": args.split, "holdout": args.holdout.name(), "skipped": set.skipped.len() });
     json["model"] = serde_json::json!(args.model);
     json["disclaimer"] = serde_json::json!(DISCLAIMER);
@@ -256,8 +294,10 @@ fn run() -> Result<()> {
         "probability",
         "calibrated_probability",
         "predicted",
+        "ood_score",
+        "out_of_distribution",
     ])?;
-    for (sample, p) in set.samples.iter().zip(&probabilities) {
+    for ((sample, p), plain) in set.samples.iter().zip(&probabilities).zip(&plain) {
         let predicted = if *p >= metrics.threshold {
             Label::Pneumonia
         } else {
@@ -274,6 +314,10 @@ fn run() -> Result<()> {
             format!("{p:.6}"),
             calibrated,
             predicted.folder_name().to_string(),
+            plain.ood_score.map_or(String::new(), |s| format!("{s:.4}")),
+            plain
+                .out_of_distribution
+                .map_or(String::new(), |f| f.to_string()),
         ])?;
     }
     csv.flush()?;
@@ -306,7 +350,12 @@ fn run() -> Result<()> {
             std::fs::write(args.out.join("plots/confident_errors.png"), png)?;
         }
         let context = ReportContext {
-            data: format!("{name}, {} skipped", set.skipped.len()),
+            data: format!(
+                "{name}, {} skipped{}",
+                set.skipped.len(),
+                args.shift
+                    .map_or(String::new(), |s| format!(", every film shifted by {s}"))
+            ),
             model: args.model.display().to_string(),
             tta: args.tta,
         };

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::AugmentationKind;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,9 +14,7 @@ use anyhow::{Context, Result};
 use candle_core::DType;
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
-use xray_pneumonia::data::{
-    AugmentConfig, MeanStd, Normalization, Preprocessing, Side, SplitConfig,
-};
+use xray_pneumonia::data::{MeanStd, Normalization, Preprocessing, Side, SplitConfig};
 use xray_pneumonia::eval::DISCLAIMER;
 use xray_pneumonia::models::{seeded_init, Architecture, Classifier, ScratchCnnConfig};
 use xray_pneumonia::pipeline::{
@@ -52,6 +52,9 @@ struct Args {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
+    /// Training augmentation: `strong` (gamma, blur, noise, wider ranges) or `standard`.
+    #[arg(long, value_enum, default_value_t = AugmentationKind::Strong)]
+    augmentation: AugmentationKind,
     /// Epochs without a better validation AUC before stopping.
     #[arg(long, default_value_t = 5)]
     patience: usize,
@@ -114,7 +117,7 @@ fn run() -> Result<()> {
     });
     let varmap = VarMap::new();
     let model = seeded_model(&architecture, &varmap, args.seed)?;
-    let augmentation = AugmentConfig::default();
+    let augmentation = args.augmentation.config();
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,

@@ -13,11 +13,13 @@ use xray_data::{
     Side, SplitConfig,
 };
 use xray_eval::DISCLAIMER;
-use xray_eval::{choose_threshold, ConfusionMatrix, Metrics, TemperatureScaling, ThresholdRule};
+use xray_eval::{
+    choose_threshold, ConfusionMatrix, FeatureDistance, Metrics, TemperatureScaling, ThresholdRule,
+};
 use xray_models::Architecture;
 use xray_train::{
-    Bundle, BundleConfig, DataRecord, NamedThreshold, SplitRecord, ThresholdChoice, TrainConfig,
-    TrainError, TrainReport, TrainingRecord,
+    appearance, Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, SplitRecord,
+    ThresholdChoice, TrainConfig, TrainError, TrainReport, TrainingRecord, APPEARANCE_DIM,
 };
 
 /// Makes glibc keep freed memory for reuse instead of returning every large block to the kernel.
@@ -254,6 +256,35 @@ pub fn fit_on_validation(
     Ok((calibration, points))
 }
 
+/// The quantile of validation films' distances that becomes each out-of-distribution threshold
+/// (features and appearance): together they flag about 1 film in 100 like the validation ones.
+pub const OOD_QUANTILE: f64 = 0.995;
+
+/// Fits `bundle`'s out-of-distribution statistics on the (unaugmented) training films and sets
+/// each threshold at [`OOD_QUANTILE`] of the validation films' distances.
+pub fn fit_ood(
+    bundle: &Bundle,
+    train_images: &[&GrayImage],
+    validation_images: &[&GrayImage],
+    device: &Device,
+) -> Result<OodStatistics, TrainError> {
+    let thumbnails = |images: &[&GrayImage]| -> Vec<f32> {
+        images.iter().flat_map(|im| appearance(im)).collect()
+    };
+    let (train, dim) = bundle.pooled_features(train_images, 32, device)?;
+    let features = FeatureDistance::fit(&train, dim)?;
+    let (validation, _) = bundle.pooled_features(validation_images, 32, device)?;
+    let scores = features.scores(&validation)?;
+    let features = features.with_threshold(&scores, OOD_QUANTILE)?;
+    let appearance = FeatureDistance::fit(&thumbnails(train_images), APPEARANCE_DIM)?;
+    let scores = appearance.scores(&thumbnails(validation_images))?;
+    let appearance = appearance.with_threshold(&scores, OOD_QUANTILE)?;
+    Ok(OodStatistics {
+        features,
+        appearance,
+    })
+}
+
 /// A one-screen table of metrics, labelled with where they come from.
 pub fn metrics_table(rows: &[(&str, &Metrics)]) -> String {
     let mut out = format!(
@@ -361,6 +392,28 @@ pub fn save_run(
     );
     bundle.calibration = Some(calibration);
     bundle.operating_points = operating_points;
+    Bundle::save(out, &bundle, varmap)?;
+    // The statistics are read through the saved bundle, so they describe exactly what loads.
+    let device = varmap
+        .all_vars()
+        .first()
+        .map(|v| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let saved = Bundle::load(out, &device)?;
+    let ood = fit_ood(
+        &saved,
+        &data.images(Side::Train),
+        &data.images(Side::Validation),
+        &device,
+    )?;
+    eprintln!(
+        "out-of-distribution thresholds: features {:.3}, appearance {:.3} ({}th percentile of \
+         validation films)",
+        ood.features.threshold,
+        ood.appearance.threshold,
+        OOD_QUANTILE * 100.0
+    );
+    bundle.ood = Some(ood);
     Bundle::save(out, &bundle, varmap)?;
     let log_path = out.join("train_log.jsonl");
     std::fs::write(&log_path, run.log.join("\n") + "\n").map_err(|e| TrainError::BundleIo {

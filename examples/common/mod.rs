@@ -54,3 +54,24 @@ impl Holdout {
         }
     }
 }
+
+/// Which training augmentation a training program uses.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AugmentationKind {
+    /// Geometry, brightness and contrast (`AugmentConfig::default`).
+    Standard,
+    /// Wider ranges plus gamma, blur and noise (`AugmentConfig::strong`).
+    Strong,
+}
+
+#[allow(dead_code)]
+impl AugmentationKind {
+    /// The augmentation this kind names.
+    pub fn config(self) -> xray_pneumonia::data::AugmentConfig {
+        match self {
+            AugmentationKind::Standard => xray_pneumonia::data::AugmentConfig::default(),
+            AugmentationKind::Strong => xray_pneumonia::data::AugmentConfig::strong(),
+        }
+    }
+}

@@ -22,6 +22,7 @@ mod layout;
 mod manifest;
 mod patient;
 mod preprocess;
+mod shift;
 mod split;
 
 pub use augment::{augment, test_time_views, AugmentConfig, ViewTransform};
@@ -31,5 +32,6 @@ pub use error::DataError;
 pub use layout::{scan_split, Label, Sample};
 pub use manifest::read_manifest;
 pub use patient::patient_id_from_file_name;
-pub use preprocess::{MeanStd, Normalization, Preprocessing};
+pub use preprocess::{edge_energy, thumbnail, MeanStd, Normalization, Preprocessing};
+pub use shift::Shift;
 pub use split::{split_by_patient, PatientSplit, Side, SplitConfig};

@@ -1,3 +1,4 @@
+use crate::GrayImage;
 use serde::{Deserialize, Serialize};
 
 /// How intensities in `[0, 1]` are mapped to model inputs.
@@ -69,4 +70,67 @@ impl MeanStd {
             std: (var.sqrt() as f32).max(1e-6),
         }
     }
+}
+
+/// The film shrunk to `side` x `side` pixels with an area-averaging (triangle) filter,
+/// row-major: its coarse layout of light and dark, e.g. for an out-of-distribution check.
+///
+/// ```
+/// use xray_data::{thumbnail, GrayImage};
+/// let film = GrayImage::from_fn(32, 32, |x, _| image::Luma([if x < 16 { 0.0 } else { 1.0 }]));
+/// let t = thumbnail(&film, 2);
+/// assert_eq!(t.len(), 4);
+/// assert!(t[0] < 0.1 && t[1] > 0.9);
+/// ```
+pub fn thumbnail(image: &GrayImage, side: u32) -> Vec<f32> {
+    image::imageops::resize(image, side, side, image::imageops::FilterType::Triangle).into_raw()
+}
+
+/// Edge energy on a `side` x `side` grid: the mean absolute difference between pixels `step`
+/// apart horizontally and vertically inside each cell, row-major. Where [`thumbnail`] sees the
+/// layout of light and dark, this sees how much structure of that scale each region holds; the
+/// ratio of two steps tells fine detail (ribs, vessels) from coarse shapes, which magnified or
+/// blurred images lack.
+///
+/// ```
+/// use xray_data::{edge_energy, GrayImage};
+/// let flat = GrayImage::from_pixel(16, 16, image::Luma([0.5]));
+/// assert!(edge_energy(&flat, 4, 1).iter().all(|&e| e == 0.0));
+/// let stripes = GrayImage::from_fn(16, 16, |x, _| image::Luma([(x % 2) as f32]));
+/// assert!(edge_energy(&stripes, 4, 1).iter().all(|&e| e > 0.4));
+/// assert!(edge_energy(&stripes, 4, 2).iter().all(|&e| e == 0.0));
+/// ```
+pub fn edge_energy(image: &GrayImage, side: u32, step: u32) -> Vec<f32> {
+    let (w, h) = image.dimensions();
+    let side = side.max(1) as usize;
+    let step = step.max(1) as usize;
+    let (w, h) = (w as usize, h as usize);
+    let px = image.as_raw();
+    let mut sum = vec![0f64; side * side];
+    let mut count = vec![0u32; side * side];
+    for y in 0..h {
+        for x in 0..w {
+            let v = px[y * w + x];
+            let mut e = 0.0;
+            if x + step < w {
+                e += (px[y * w + x + step] - v).abs();
+            }
+            if y + step < h {
+                e += (px[(y + step) * w + x] - v).abs();
+            }
+            let cell = (y * side / h) * side + x * side / w;
+            sum[cell] += f64::from(e);
+            count[cell] += 1;
+        }
+    }
+    sum.iter()
+        .zip(&count)
+        .map(|(&s, &n)| {
+            if n > 0 {
+                (s / f64::from(n)) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }

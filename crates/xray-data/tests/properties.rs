@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xray_data::{
-    augment, epoch_order, split_by_patient, AugmentConfig, GrayImage, Label, Sample, SplitConfig,
+    augment, epoch_order, split_by_patient, AugmentConfig, GrayImage, Label, Sample, Shift,
+    SplitConfig,
 };
 
 fn random_samples(rng: &mut ChaCha8Rng) -> Vec<Sample> {
@@ -82,6 +83,7 @@ fn identity_augmentation_returns_the_image() {
         max_shift: 0.0,
         max_brightness: 0.0,
         contrast_range: (1.0, 1.0),
+        ..AugmentConfig::default()
     };
     let out = augment(&image, &identity, &mut rng);
     for (a, b) in out.as_raw().iter().zip(image.as_raw()) {
@@ -92,13 +94,21 @@ fn identity_augmentation_returns_the_image() {
 #[test]
 fn augmentation_is_seeded_bounded_and_keeps_the_size() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let config = AugmentConfig::default();
+    for config in [AugmentConfig::default(), AugmentConfig::strong()] {
+        augmentation_is_seeded_bounded_and_keeps_the_size_for(&config, &mut rng);
+    }
+}
+
+fn augmentation_is_seeded_bounded_and_keeps_the_size_for(
+    config: &AugmentConfig,
+    rng: &mut ChaCha8Rng,
+) {
     for _ in 0..20 {
         let (w, h) = (rng.random_range(8..40), rng.random_range(8..40));
-        let image = random_image(&mut rng, w, h);
+        let image = random_image(rng, w, h);
         let seed = rng.random::<u64>();
-        let a = augment(&image, &config, &mut ChaCha8Rng::seed_from_u64(seed));
-        let b = augment(&image, &config, &mut ChaCha8Rng::seed_from_u64(seed));
+        let a = augment(&image, config, &mut ChaCha8Rng::seed_from_u64(seed));
+        let b = augment(&image, config, &mut ChaCha8Rng::seed_from_u64(seed));
         assert_eq!(a, b);
         assert_eq!(a.dimensions(), (w, h));
         assert!(a.as_raw().iter().all(|v| (0.0..=1.0).contains(v)));
@@ -113,4 +123,98 @@ fn epoch_order_is_a_seeded_permutation() {
     assert_eq!(sorted, (0..100).collect::<Vec<_>>());
     assert_eq!(a, epoch_order(100, 1, 3));
     assert_ne!(a, epoch_order(100, 1, 4));
+}
+
+#[test]
+fn gamma_alone_raises_each_intensity_to_a_power_in_range() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let image = random_image(&mut rng, 19, 13);
+    let gamma_only = AugmentConfig {
+        max_rotation_deg: 0.0,
+        scale_range: (1.0, 1.0),
+        max_shift: 0.0,
+        max_brightness: 0.0,
+        contrast_range: (1.0, 1.0),
+        gamma_range: (0.7, 1.5),
+        ..AugmentConfig::default()
+    };
+    for _ in 0..10 {
+        let out = augment(&image, &gamma_only, &mut rng);
+        // Recover the gamma from one mid-grey pixel, then check every pixel obeys it.
+        let (i, v) = image
+            .as_raw()
+            .iter()
+            .enumerate()
+            .find(|(_, v)| (0.2..0.8).contains(*v))
+            .expect("a mid-grey pixel");
+        let gamma = out.as_raw()[i].ln() / v.ln();
+        assert!((0.7 - 1e-3..1.5 + 1e-3).contains(&gamma), "gamma {gamma}");
+        for (a, b) in out.as_raw().iter().zip(image.as_raw()) {
+            assert!((a - b.powf(gamma)).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn noise_alone_has_a_bounded_spread_and_keeps_the_mean() {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let image = GrayImage::from_pixel(64, 64, image::Luma([0.5]));
+    let noise_only = AugmentConfig {
+        max_rotation_deg: 0.0,
+        scale_range: (1.0, 1.0),
+        max_shift: 0.0,
+        max_brightness: 0.0,
+        contrast_range: (1.0, 1.0),
+        max_noise_std: 0.05,
+        ..AugmentConfig::default()
+    };
+    let mut spreads = Vec::new();
+    for _ in 0..20 {
+        let out = augment(&image, &noise_only, &mut rng);
+        let n = out.as_raw().len() as f32;
+        let mean = out.as_raw().iter().sum::<f32>() / n;
+        let std = (out.as_raw().iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
+        assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
+        assert!(std < 0.05 * 1.1, "std {std}");
+        spreads.push(std);
+    }
+    assert!(
+        spreads.iter().any(|&s| s > 0.02),
+        "noise never drawn: {spreads:?}"
+    );
+}
+
+#[test]
+fn neutral_shifts_leave_the_film_and_real_ones_change_it() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let image = random_image(&mut rng, 24, 24);
+    for neutral in ["contrast:1", "gamma:1", "resolution:1", "noise:0"] {
+        let shift: Shift = neutral.parse().expect("parse");
+        let out = shift.apply(&image, 1);
+        for (a, b) in out.as_raw().iter().zip(image.as_raw()) {
+            assert!((a - b).abs() < 1e-5, "{neutral} changed the film");
+        }
+    }
+    for real in [
+        "contrast:0.7",
+        "gamma:1.5",
+        "blur:1.5",
+        "noise:0.03",
+        "resolution:0.5",
+    ] {
+        let shift: Shift = real.parse().expect("parse");
+        let out = shift.apply(&image, 1);
+        assert_eq!(out.dimensions(), image.dimensions());
+        assert!(out.as_raw().iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_ne!(out, image, "{real} left the film unchanged");
+        assert_eq!(out, shift.apply(&image, 1), "{real} is not deterministic");
+    }
+    // Contrast 0.7 around mid-grey: exact.
+    let flat = Shift::Contrast(0.7).apply(&image, 0);
+    for (a, b) in flat.as_raw().iter().zip(image.as_raw()) {
+        assert!((a - ((b - 0.5) * 0.7 + 0.5)).abs() < 1e-6);
+    }
+    for bad in ["gamma", "gamma:x", "gamma:-1", "resolution:2", "sharpen:1"] {
+        assert!(bad.parse::<Shift>().is_err(), "{bad} accepted");
+    }
 }

@@ -41,6 +41,14 @@ pub enum EvalError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Feature rows whose length does not match the fitted dimension.
+    #[error("feature rows of width {expected} expected, got {got} values")]
+    FeatureWidth {
+        /// The fitted (or declared) feature dimension.
+        expected: usize,
+        /// The number of values given.
+        got: usize,
+    },
     /// A statistic that the data do not define.
     #[error("undefined: {what}")]
     Undefined {

@@ -21,6 +21,7 @@ mod calibration;
 mod curves;
 mod error;
 mod metrics;
+mod ood;
 mod operating;
 mod overlay;
 mod paired;
@@ -39,6 +40,7 @@ pub use calibration::{
     Binning, ReliabilityBin, TemperatureScaling,
 };
 pub use curves::{average_precision, PrCurve, RocCurve};
+pub use ood::FeatureDistance;
 pub use operating::{sensitivity_at_specificity, specificity_at_sensitivity, OperatingPoint};
 pub use paired::{
     delong_test, mcnemar_test, predictive_values, DeLongTest, McNemarTest, PredictiveValues,

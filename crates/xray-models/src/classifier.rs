@@ -1,5 +1,5 @@
 use candle_core::{Result, Tensor, Var};
-use candle_nn::{ModuleT, VarBuilder, VarMap};
+use candle_nn::{Module, ModuleT, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::{MobileNetV2, MobileNetV2Config, ScratchCnn, ScratchCnnConfig};
@@ -60,6 +60,24 @@ impl Classifier {
         match self {
             Classifier::ScratchCnn(m) => m.head_from_last_block(activation)?.squeeze(1),
             Classifier::MobileNetV2(m) => m.head_from_feature_map(activation)?.squeeze(1),
+        }
+    }
+
+    /// Evaluation-mode pooled features `(N, D)` that the last linear layer reads (1280 for
+    /// MobileNetV2, the last block's width for the scratch CNN): what an out-of-distribution
+    /// score measures. `logits_from_pooled(pooled_features(x)) == logits(x)`.
+    pub fn pooled_features(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::ScratchCnn(m) => m.pooled_features(x),
+            Classifier::MobileNetV2(m) => m.forward_features(x),
+        }
+    }
+
+    /// Logits `(N,)` from [`pooled_features`](Self::pooled_features)'s output.
+    pub fn logits_from_pooled(&self, features: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::ScratchCnn(m) => m.head().forward(features)?.squeeze(1),
+            Classifier::MobileNetV2(m) => m.classifier().forward(features)?.squeeze(1),
         }
     }
 

@@ -87,6 +87,17 @@ impl ScratchCnn {
         Ok(x)
     }
 
+    /// Evaluation-mode pooled features `(N, C)`: the last block pooled and averaged, what the
+    /// head reads.
+    pub fn pooled_features(&self, x: &Tensor) -> Result<Tensor> {
+        max_pool_2x2(&self.blocks_before_last_pool(x, false)?)?.mean((2, 3))
+    }
+
+    /// The one-logit head.
+    pub fn head(&self) -> &Linear {
+        &self.head
+    }
+
     /// Logits `(N, 1)` from [`last_block_activation`](Self::last_block_activation): the rest of
     /// the evaluation-mode network (pooling, averaging, head).
     pub fn head_from_last_block(&self, activation: &Tensor) -> Result<Tensor> {

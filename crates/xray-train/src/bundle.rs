@@ -3,15 +3,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
-use xray_data::{images_to_tensor, GrayImage, Preprocessing, SplitConfig};
-use xray_eval::{Metrics, TemperatureScaling, ThresholdRule, DISCLAIMER};
+use xray_data::{edge_energy, images_to_tensor, thumbnail, GrayImage, Preprocessing, SplitConfig};
+use xray_eval::{FeatureDistance, Metrics, TemperatureScaling, ThresholdRule, DISCLAIMER};
 use xray_models::{load_weights_strict, Architecture, Classifier};
 
 use crate::{TrainConfig, TrainError};
 
 /// Version of the `config.json` layout; bumped when fields change meaning.
-/// Version 2 added `calibration` and `operating_points`; version-1 files still load, without them.
-pub const BUNDLE_FORMAT_VERSION: u32 = 2;
+/// Version 2 added `calibration` and `operating_points`, version 3 `ood`; older files still
+/// load, without them.
+pub const BUNDLE_FORMAT_VERSION: u32 = 3;
 
 /// The decision threshold and how it was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -117,6 +118,10 @@ pub struct BundleConfig {
     /// bundles from before format 2.
     #[serde(default)]
     pub operating_points: Vec<NamedThreshold>,
+    /// Out-of-distribution statistics (training films) and thresholds (validation films);
+    /// `None` in bundles from before they existed.
+    #[serde(default)]
+    pub ood: Option<OodStatistics>,
 }
 
 impl BundleConfig {
@@ -147,6 +152,7 @@ impl BundleConfig {
             heldout_test_metrics,
             calibration: None,
             operating_points: Vec::new(),
+            ood: None,
         }
     }
 
@@ -169,8 +175,91 @@ impl BundleConfig {
                 self.format_version, self.threshold.value
             ));
         }
+        if self.ood.is_none() {
+            missing.push(
+                "no out-of-distribution statistics: predictions carry no warning for films unlike \
+                 the training films; run `cargo run --example fit_ood -- --model <bundle> --data \
+                 <root>` to add them"
+                    .to_string(),
+            );
+        }
         missing
     }
+}
+
+/// How far films lie from the training films, in two views, each with a threshold at a high
+/// quantile of the validation films' distances:
+///
+/// - `features`: the model's pooled features ([`Classifier::pooled_features`]): what the
+///   decision is made from. It catches non-chest images and heavily cropped films, but a
+///   network can map an inverted film to features much like a real one's (measured: both
+///   shipped models do).
+/// - `appearance`: [`appearance`]'s descriptor of the film: an [`APPEARANCE_SIDE`] x
+///   [`APPEARANCE_SIDE`] thumbnail (the coarse layout of dark background, bright mediastinum and
+///   grey lungs) and, on the same grid, how much fine structure each region holds and how fine
+///   it is; inverted, blank, magnified and non-chest images break it. Measured: a network
+///   fine-tuned with strong augmentation maps blank and heavily magnified films to features
+///   close to real ones, so the features alone do not suffice.
+///
+/// The reported score is the larger of the two distances, each divided by its threshold: above
+/// 1, the film is unlike the training films in at least one view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OodStatistics {
+    /// Distance on the model's pooled features.
+    pub features: FeatureDistance,
+    /// Distance on the film's thumbnail.
+    pub appearance: FeatureDistance,
+}
+
+/// Side of the grids [`OodStatistics::appearance`] measures.
+pub const APPEARANCE_SIDE: u32 = 8;
+
+/// Length of [`appearance`]'s descriptor.
+pub const APPEARANCE_DIM: usize = 3 * (APPEARANCE_SIDE * APPEARANCE_SIDE) as usize;
+
+/// The film's appearance descriptor on an `APPEARANCE_SIDE`-square grid: its area-averaged
+/// thumbnail ([`thumbnail`]), its fine edge energy (neighbouring pixels, [`edge_energy`]), and
+/// the log-ratio of fine to coarse (4 pixels apart) edge energy, which drops when a film is
+/// magnified or blurred.
+pub fn appearance(film: &GrayImage) -> Vec<f32> {
+    let mut descriptor = thumbnail(film, APPEARANCE_SIDE);
+    let fine = edge_energy(film, APPEARANCE_SIDE, 1);
+    let coarse = edge_energy(film, APPEARANCE_SIDE, 4);
+    // The offset keeps blank regions (both zero) finite and at a ratio of 1.
+    let ratio = fine
+        .iter()
+        .zip(&coarse)
+        .map(|(f, c)| ((f + 1e-3) / (c + 1e-3)).ln());
+    descriptor.extend(fine.iter().copied());
+    descriptor.extend(ratio);
+    descriptor
+}
+
+impl OodStatistics {
+    /// The combined score of one film from its pooled features and its thumbnail.
+    pub fn score(&self, features: &[f32], thumbnail: &[f32]) -> Result<f64, TrainError> {
+        let f = self.features.score(features)? / self.features.threshold;
+        let a = self.appearance.score(thumbnail)? / self.appearance.threshold;
+        Ok(f.max(a))
+    }
+
+    /// Whether a combined score flags the film (NaN, from a broken input, does).
+    pub fn is_outlier(score: f64) -> bool {
+        score.is_nan() || score > 1.0
+    }
+}
+
+/// One film's prediction with its out-of-distribution warning.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Pneumonia probability (uncalibrated).
+    pub probability: f64,
+    /// Distance to the training films ([`OodStatistics::score`]: above 1 is unlike them);
+    /// `None` when the bundle has no statistics.
+    pub ood_score: Option<f64>,
+    /// Whether the score lies above the bundle's threshold: the film is unlike the training
+    /// films and the probability is extrapolation. `None` when the bundle has no statistics.
+    pub out_of_distribution: Option<bool>,
 }
 
 /// A trained model ready to predict: weights, network and config.
@@ -221,6 +310,60 @@ impl Bundle {
             model,
             varmap,
         })
+    }
+
+    /// Pooled features (row-major, [`Classifier::pooled_features`]) of films already resized
+    /// to the bundle's input size, and their width.
+    pub fn pooled_features(
+        &self,
+        images: &[&GrayImage],
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<(Vec<f32>, usize), TrainError> {
+        let mut rows = Vec::new();
+        let mut dim = 0;
+        for chunk in images.chunks(batch_size.max(1)) {
+            let x = images_to_tensor(chunk, &self.config.preprocessing, device)?;
+            let f = self.model.pooled_features(&x)?.detach();
+            dim = f.dim(1)?;
+            rows.extend(f.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok((rows, dim))
+    }
+
+    /// Predictions with their out-of-distribution warnings for films already resized to the
+    /// bundle's input size (one forward pass: the probability comes from the same features).
+    pub fn predict_with_ood(
+        &self,
+        images: &[&GrayImage],
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<Prediction>, TrainError> {
+        let mut predictions = Vec::with_capacity(images.len());
+        for chunk in images.chunks(batch_size.max(1)) {
+            let x = images_to_tensor(chunk, &self.config.preprocessing, device)?;
+            let features = self.model.pooled_features(&x)?.detach();
+            let p = candle_nn::ops::sigmoid(&self.model.logits_from_pooled(&features)?)?;
+            let rows = features.flatten_all()?.to_vec1::<f32>()?;
+            let dim = features.dim(1)?;
+            for ((probability, row), film) in p
+                .to_vec1::<f32>()?
+                .into_iter()
+                .zip(rows.chunks_exact(dim))
+                .zip(chunk)
+            {
+                let score = match &self.config.ood {
+                    Some(ood) => Some(ood.score(row, &appearance(film))?),
+                    None => None,
+                };
+                predictions.push(Prediction {
+                    probability: f64::from(probability),
+                    ood_score: score,
+                    out_of_distribution: score.map(OodStatistics::is_outlier),
+                });
+            }
+        }
+        Ok(predictions)
     }
 
     /// Pneumonia probabilities for films already resized to the bundle's input size.

@@ -15,7 +15,8 @@ mod trainer;
 
 pub use batches::{BatchSource, FeatureBatches, ImageBatches};
 pub use bundle::{
-    Bundle, BundleConfig, DataRecord, NamedThreshold, SplitRecord, ThresholdChoice, TrainingRecord,
+    appearance, Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, Prediction,
+    SplitRecord, ThresholdChoice, TrainingRecord, APPEARANCE_DIM, APPEARANCE_SIDE,
     BUNDLE_FORMAT_VERSION,
 };
 pub use early_stop::{EarlyStopping, Progress};
