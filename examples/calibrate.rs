@@ -7,12 +7,13 @@
 
 mod common;
 
-use std::collections::HashSet;
+use common::bundle_films;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use xray_pneumonia::data::{load_images, scan_split, Label, LoadOptions};
+use xray_pneumonia::data::Label;
 use xray_pneumonia::eval::DISCLAIMER;
 use xray_pneumonia::pipeline::{fit_on_validation, keep_freed_memory, pick_device};
 use xray_pneumonia::train::{Bundle, BUNDLE_FORMAT_VERSION};
@@ -45,20 +46,11 @@ fn run() -> Result<()> {
     let device = pick_device(args.cpu)?;
     let mut bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;
-    let split = bundle.config.data.split_folder.clone();
-    let wanted: HashSet<&String> = bundle.config.split.validation_patients.iter().collect();
-    let mut samples = scan_split(&args.data, &split)?;
-    samples.retain(|s| wanted.contains(&s.patient_id));
-    anyhow::ensure!(
-        !samples.is_empty(),
-        "no image of {}/{split} belongs to the bundle's validation patients",
-        args.data.display()
-    );
-    let options = LoadOptions {
-        size: bundle.config.preprocessing.size,
-        skip_unreadable: false,
-    };
-    let set = load_images(samples, &options)?;
+    let set = bundle_films(
+        &args.data,
+        &bundle,
+        &bundle.config.split.validation_patients,
+    )?;
     let images: Vec<_> = set.images.iter().collect();
     let probabilities = bundle.predict(&images, args.batch_size, &device)?;
     let labels: Vec<bool> = set

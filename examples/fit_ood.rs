@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::collections::HashSet;
+use common::bundle_films;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use xray_pneumonia::data::{load_images, scan_split, DecodedSet, LoadOptions};
 use xray_pneumonia::eval::DISCLAIMER;
 use xray_pneumonia::pipeline::{fit_ood, keep_freed_memory, pick_device, OOD_QUANTILE};
 use xray_pneumonia::train::{Bundle, BUNDLE_FORMAT_VERSION};
@@ -37,24 +37,6 @@ fn main() -> std::process::ExitCode {
     common::run_main(run)
 }
 
-/// The films of `patients` in the bundle's split folder, at the bundle's input size.
-fn films_of(args: &Args, bundle: &Bundle, patients: &[String]) -> Result<DecodedSet> {
-    let split = &bundle.config.data.split_folder;
-    let wanted: HashSet<&String> = patients.iter().collect();
-    let mut samples = scan_split(&args.data, split)?;
-    samples.retain(|s| wanted.contains(&s.patient_id));
-    anyhow::ensure!(
-        !samples.is_empty(),
-        "no image of {}/{split} belongs to the bundle's patients",
-        args.data.display()
-    );
-    let options = LoadOptions {
-        size: bundle.config.preprocessing.size,
-        skip_unreadable: false,
-    };
-    Ok(load_images(samples, &options)?)
-}
-
 fn run() -> Result<()> {
     keep_freed_memory();
     let args = Args::parse();
@@ -62,8 +44,12 @@ fn run() -> Result<()> {
     let device = pick_device(args.cpu)?;
     let mut bundle = Bundle::load(&args.model, &device)
         .with_context(|| format!("loading bundle {}", args.model.display()))?;
-    let train = films_of(&args, &bundle, &bundle.config.split.train_patients)?;
-    let validation = films_of(&args, &bundle, &bundle.config.split.validation_patients)?;
+    let train = bundle_films(&args.data, &bundle, &bundle.config.split.train_patients)?;
+    let validation = bundle_films(
+        &args.data,
+        &bundle,
+        &bundle.config.split.validation_patients,
+    )?;
     let ood = fit_ood(
         &bundle,
         &train.images.iter().collect::<Vec<_>>(),

@@ -75,3 +75,27 @@ impl AugmentationKind {
         }
     }
 }
+
+/// The films of `patients` in the bundle's split folder under `data`, decoded at the bundle's
+/// input size; an error if none of them is there.
+#[allow(dead_code)]
+pub fn bundle_films(
+    data: &std::path::Path,
+    bundle: &xray_pneumonia::train::Bundle,
+    patients: &[String],
+) -> anyhow::Result<xray_pneumonia::data::DecodedSet> {
+    let split = &bundle.config.data.split_folder;
+    let wanted: std::collections::HashSet<&String> = patients.iter().collect();
+    let mut samples = xray_pneumonia::data::scan_split(data, split)?;
+    samples.retain(|s| wanted.contains(&s.patient_id));
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "no image of {}/{split} belongs to the bundle's patients",
+        data.display()
+    );
+    let options = xray_pneumonia::data::LoadOptions {
+        size: bundle.config.preprocessing.size,
+        skip_unreadable: false,
+    };
+    Ok(xray_pneumonia::data::load_images(samples, &options)?)
+}

@@ -73,18 +73,23 @@ fn random_image(rng: &mut ChaCha8Rng, w: u32, h: u32) -> GrayImage {
     GrayImage::from_fn(w, h, |_, _| image::Luma([rng.random::<f32>()]))
 }
 
-#[test]
-fn identity_augmentation_returns_the_image() {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let image = random_image(&mut rng, 17, 23);
-    let identity = AugmentConfig {
+/// An augmentation that changes nothing: every range collapsed to the identity.
+fn no_change() -> AugmentConfig {
+    AugmentConfig {
         max_rotation_deg: 0.0,
         scale_range: (1.0, 1.0),
         max_shift: 0.0,
         max_brightness: 0.0,
         contrast_range: (1.0, 1.0),
         ..AugmentConfig::default()
-    };
+    }
+}
+
+#[test]
+fn identity_augmentation_returns_the_image() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let image = random_image(&mut rng, 17, 23);
+    let identity = no_change();
     let out = augment(&image, &identity, &mut rng);
     for (a, b) in out.as_raw().iter().zip(image.as_raw()) {
         assert!((a - b).abs() < 1e-5);
@@ -130,13 +135,8 @@ fn gamma_alone_raises_each_intensity_to_a_power_in_range() {
     let mut rng = ChaCha8Rng::seed_from_u64(21);
     let image = random_image(&mut rng, 19, 13);
     let gamma_only = AugmentConfig {
-        max_rotation_deg: 0.0,
-        scale_range: (1.0, 1.0),
-        max_shift: 0.0,
-        max_brightness: 0.0,
-        contrast_range: (1.0, 1.0),
         gamma_range: (0.7, 1.5),
-        ..AugmentConfig::default()
+        ..no_change()
     };
     for _ in 0..10 {
         let out = augment(&image, &gamma_only, &mut rng);
@@ -160,13 +160,8 @@ fn noise_alone_has_a_bounded_spread_and_keeps_the_mean() {
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     let image = GrayImage::from_pixel(64, 64, image::Luma([0.5]));
     let noise_only = AugmentConfig {
-        max_rotation_deg: 0.0,
-        scale_range: (1.0, 1.0),
-        max_shift: 0.0,
-        max_brightness: 0.0,
-        contrast_range: (1.0, 1.0),
         max_noise_std: 0.05,
-        ..AugmentConfig::default()
+        ..no_change()
     };
     let mut spreads = Vec::new();
     for _ in 0..20 {
