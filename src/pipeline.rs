@@ -268,7 +268,7 @@ pub fn fit_ood(
     validation_images: &[&GrayImage],
     device: &Device,
 ) -> Result<OodStatistics, TrainError> {
-    let thumbnails = |images: &[&GrayImage]| -> Vec<f32> {
+    let descriptors = |images: &[&GrayImage]| -> Vec<f32> {
         images.iter().flat_map(|im| appearance(im)).collect()
     };
     let (train, dim) = bundle.pooled_features(train_images, 32, device)?;
@@ -276,8 +276,8 @@ pub fn fit_ood(
     let (validation, _) = bundle.pooled_features(validation_images, 32, device)?;
     let scores = features.scores(&validation)?;
     let features = features.with_threshold(&scores, OOD_QUANTILE)?;
-    let appearance = FeatureDistance::fit(&thumbnails(train_images), APPEARANCE_DIM)?;
-    let scores = appearance.scores(&thumbnails(validation_images))?;
+    let appearance = FeatureDistance::fit(&descriptors(train_images), APPEARANCE_DIM)?;
+    let scores = appearance.scores(&descriptors(validation_images))?;
     let appearance = appearance.with_threshold(&scores, OOD_QUANTILE)?;
     Ok(OodStatistics {
         features,

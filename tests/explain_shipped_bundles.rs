@@ -1,6 +1,6 @@
 //! The saliency methods on the shipped bundles and real films from ../shared: Integrated
-//! Gradients (from the blurred film, its default baseline) is complete at 64 steps (2% for the
-//! scratch CNN, 5% for MobileNetV2), Grad-CAM's split of the network reproduces its
+//! Gradients (from the blurred film, its default baseline) is complete to 2% at 64 steps for both
+//! bundles, Grad-CAM's split of the network reproduces its
 //! logits, and every method gives a finite, non-trivial map of the film's size.
 
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ fn scratch_cnn_bundle() {
 
 #[test]
 fn mobilenet_v2_bundle() {
-    // ReLU6 kinks along the path: measured 1.4% and 3.9% on these films at 64 midpoints (the
-    // 2% goal holds for the scratch CNN, not for every MobileNetV2 film).
-    check_bundle(&root().join("models/mobilenet_v2"), 0.05);
+    // Measured 0.6% and 1.1% on these films for the fine-tuned bundle; the frozen-backbone one
+    // it replaced reached 3.9% (ReLU6 kinks along the path).
+    check_bundle(&root().join("models/mobilenet_v2"), 0.02);
 }

@@ -191,9 +191,8 @@ impl BundleConfig {
 /// quantile of the validation films' distances:
 ///
 /// - `features`: the model's pooled features ([`Classifier::pooled_features`]): what the
-///   decision is made from. It catches non-chest images and heavily cropped films, but a
-///   network can map an inverted film to features much like a real one's (measured: both
-///   shipped models do).
+///   decision is made from. It catches most non-chest images, but a network can map an
+///   inverted film to features much like a real one's (measured: both shipped models do).
 /// - `appearance`: [`appearance`]'s descriptor of the film: an [`APPEARANCE_SIDE`] x
 ///   [`APPEARANCE_SIDE`] thumbnail (the coarse layout of dark background, bright mediastinum and
 ///   grey lungs) and, on the same grid, how much fine structure each region holds and how fine
@@ -207,7 +206,7 @@ impl BundleConfig {
 pub struct OodStatistics {
     /// Distance on the model's pooled features.
     pub features: FeatureDistance,
-    /// Distance on the film's thumbnail.
+    /// Distance on the film's [`appearance`] descriptor.
     pub appearance: FeatureDistance,
 }
 
@@ -236,10 +235,11 @@ pub fn appearance(film: &GrayImage) -> Vec<f32> {
 }
 
 impl OodStatistics {
-    /// The combined score of one film from its pooled features and its thumbnail.
-    pub fn score(&self, features: &[f32], thumbnail: &[f32]) -> Result<f64, TrainError> {
+    /// The combined score of one film from its pooled features and its [`appearance`]
+    /// descriptor.
+    pub fn score(&self, features: &[f32], descriptor: &[f32]) -> Result<f64, TrainError> {
         let f = self.features.score(features)? / self.features.threshold;
-        let a = self.appearance.score(thumbnail)? / self.appearance.threshold;
+        let a = self.appearance.score(descriptor)? / self.appearance.threshold;
         Ok(f.max(a))
     }
 
