@@ -162,7 +162,7 @@ impl ViewTransform {
                 if self.gamma != 1.0 {
                     v = v.max(0.0).powf(self.gamma);
                 }
-                *value = ((v - 0.5) * self.contrast + 0.5 + self.brightness).clamp(0.0, 1.0);
+                *value = expose(v, self.contrast, self.brightness);
             }
         }
         out
@@ -224,12 +224,22 @@ pub fn augment(image: &GrayImage, config: &AugmentConfig, rng: &mut impl Rng) ->
     }
     if config.max_noise_std > 0.0 {
         let std = uniform(rng, 0.0, config.max_noise_std);
-        for v in out.iter_mut() {
-            let z: f32 = StandardNormal.sample(rng);
-            *v = (*v + std * z).clamp(0.0, 1.0);
-        }
+        add_noise(&mut out, std, rng);
     }
     out
+}
+
+/// Contrast around mid-grey, then a brightness offset, clamped to `[0, 1]`.
+pub(crate) fn expose(v: f32, contrast: f32, brightness: f32) -> f32 {
+    ((v - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0)
+}
+
+/// Adds Gaussian noise of standard deviation `std` to every pixel, clamped to `[0, 1]`.
+pub(crate) fn add_noise(image: &mut GrayImage, std: f32, rng: &mut impl Rng) {
+    for v in image.iter_mut() {
+        let z: f32 = StandardNormal.sample(rng);
+        *v = (*v + std * z).clamp(0.0, 1.0);
+    }
 }
 
 fn bilinear_clamped(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {

@@ -5,9 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Serialize, Serializer};
 
+use crate::augment::{add_noise, expose};
 use crate::GrayImage;
 
 /// One controlled change of every film, written `kind:level` on the command line.
@@ -40,7 +40,7 @@ impl Shift {
         match *self {
             Shift::Contrast(c) => {
                 for v in out.iter_mut() {
-                    *v = ((*v - 0.5) * c + 0.5).clamp(0.0, 1.0);
+                    *v = expose(*v, c, 0.0);
                 }
             }
             Shift::Gamma(g) => {
@@ -51,10 +51,7 @@ impl Shift {
             Shift::Blur(sigma) => out = image::imageops::blur(image, sigma),
             Shift::Noise(std) => {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-                for v in out.iter_mut() {
-                    let z: f32 = StandardNormal.sample(&mut rng);
-                    *v = (*v + std * z).clamp(0.0, 1.0);
-                }
+                add_noise(&mut out, std, &mut rng);
             }
             Shift::Resolution(fraction) => {
                 let (w, h) = image.dimensions();

@@ -90,7 +90,7 @@ impl ScratchCnn {
     /// Evaluation-mode pooled features `(N, C)`: the last block pooled and averaged, what the
     /// head reads.
     pub fn pooled_features(&self, x: &Tensor) -> Result<Tensor> {
-        max_pool_2x2(&self.blocks_before_last_pool(x, false)?)?.mean((2, 3))
+        pool_last_block(&self.blocks_before_last_pool(x, false)?)
     }
 
     /// The one-logit head.
@@ -101,15 +101,19 @@ impl ScratchCnn {
     /// Logits `(N, 1)` from [`last_block_activation`](Self::last_block_activation): the rest of
     /// the evaluation-mode network (pooling, averaging, head).
     pub fn head_from_last_block(&self, activation: &Tensor) -> Result<Tensor> {
-        self.head.forward(&max_pool_2x2(activation)?.mean((2, 3))?)
+        self.head.forward(&pool_last_block(activation)?)
     }
+}
+
+/// The last block's pooling and global average: its activation to the features the head reads.
+fn pool_last_block(activation: &Tensor) -> Result<Tensor> {
+    max_pool_2x2(activation)?.mean((2, 3))
 }
 
 impl ModuleT for ScratchCnn {
     /// Logits `(N, 1)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = max_pool_2x2(&self.blocks_before_last_pool(x, train)?)?;
-        let mut features = x.mean((2, 3))?;
+        let mut features = pool_last_block(&self.blocks_before_last_pool(x, train)?)?;
         if train && self.dropout > 0.0 {
             features = candle_nn::ops::dropout(&features, self.dropout)?;
         }
