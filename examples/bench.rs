@@ -10,6 +10,11 @@
 //! workload (interleaved, so that both sides of a ratio see the same state of a noisy machine),
 //! `--repeat` times, and a Markdown table of the ratios is printed (and written to `--table`).
 //!
+//! `--cuda` (built with `--features cuda`) times the model workloads on the first CUDA device
+//! instead, waiting for the device at the end of every step; `tools/cuda_reference.py` times
+//! PyTorch's side there. `--only dwconv_fwd_bwd_candle` times candle's own grouped convolution,
+//! which the depthwise op replaces (not run by default: on CPU it takes minutes).
+//!
 //! One JSON object per line: `{"name", "unit", "median", "min", "max", "runs", "threads",
 //! "batch", "config", "gflops_per_s"}` (the last: achieved GFLOP/s at the median, where the
 //! workload's operation count is known). Workloads, f32, random inputs at 224x224:
@@ -42,7 +47,7 @@ use xray_pneumonia::data::{
 use xray_pneumonia::models::{
     depthwise_conv2d, seeded_init, Architecture, Classifier, MobileNetV2Config, ScratchCnnConfig,
 };
-use xray_pneumonia::pipeline::keep_freed_memory;
+use xray_pneumonia::pipeline::{keep_freed_device_memory, keep_freed_memory};
 
 /// The workloads `pytorch_ref.py` also runs.
 const PYTORCH_HAS: [&str; 6] = [
@@ -53,6 +58,9 @@ const PYTORCH_HAS: [&str; 6] = [
     "plaincnn_train",
     "dwconv_fwd_bwd",
 ];
+
+/// Run only when named in `--only`.
+const ON_REQUEST: [&str; 1] = ["dwconv_fwd_bwd_candle"];
 
 const ALL: [&str; 8] = [
     "mnv2_infer",
@@ -96,6 +104,9 @@ struct Args {
     /// Rounds of every workload (each followed by PyTorch's, with `--reference`).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Run on the first CUDA device (needs `--features cuda`).
+    #[arg(long)]
+    cuda: bool,
 }
 
 /// One result line, in the PyTorch script's format plus the achieved GFLOP/s.
@@ -128,18 +139,35 @@ fn run() -> Result<()> {
         .build_global()
         .context("starting the thread pool")?;
     let wanted: Vec<&str> = args.only.split(',').filter(|s| !s.is_empty()).collect();
-    if let Some(unknown) = wanted.iter().find(|w| !ALL.contains(w)) {
-        bail!("unknown workload {unknown:?}; known: {}", ALL.join(", "));
+    if let Some(unknown) = wanted
+        .iter()
+        .find(|w| !ALL.contains(w) && !ON_REQUEST.contains(w))
+    {
+        bail!(
+            "unknown workload {unknown:?}; known: {}, {}",
+            ALL.join(", "),
+            ON_REQUEST.join(", ")
+        );
     }
+    let device = if args.cuda {
+        let device =
+            Device::new_cuda(0).context("--cuda needs a CUDA device and `--features cuda`")?;
+        keep_freed_device_memory(&device)?;
+        device
+    } else {
+        Device::Cpu
+    };
     let bench = Bench {
         batch: args.batch,
         threads: args.threads,
         warmup: if args.quick { 1 } else { 2 },
         runs: if args.quick { 2 } else { 5 },
+        device,
     };
     let selected: Vec<&str> = ALL
         .into_iter()
-        .filter(|name| wanted.is_empty() || wanted.contains(name))
+        .chain(ON_REQUEST)
+        .filter(|name| (wanted.is_empty() && ALL.contains(name)) || wanted.contains(name))
         .collect();
     // Rounds of (ours, then PyTorch's) per workload: interleaved, so that both sides of a
     // ratio see the same state of this noisy machine.
@@ -170,23 +198,34 @@ struct Bench {
     threads: usize,
     warmup: usize,
     runs: usize,
+    device: Device,
 }
 
 impl Bench {
     fn workload(&self, name: &str, data: &std::path::Path) -> Result<Record> {
         let b = self.batch;
-        let device = Device::Cpu;
+        let device = &self.device;
+        // Each step ends when the device has finished it (a no-op on CPU).
+        let timed = |mut step: Box<dyn FnMut() -> candle_core::Result<()> + '_>,
+                     warmup: usize,
+                     runs: usize| {
+            timed(|| step().and_then(|()| device.synchronize()), warmup, runs)
+        };
         match name {
             "mnv2_infer" => {
-                let model = mobilenet(0, &device)?.0;
-                let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), &device)?;
-                let secs = timed(|| model.logits(&x).map(drop), self.warmup, self.runs)?;
+                let model = mobilenet(0, device)?.0;
+                let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), device)?;
+                let secs = timed(
+                    Box::new(|| model.logits(&x).map(drop)),
+                    self.warmup,
+                    self.runs,
+                )?;
                 Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
             }
             "mnv2_infer_b1" => {
-                let model = mobilenet(0, &device)?.0;
-                let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), &device)?;
-                let secs = timed(|| model.logits(&x).map(drop), 3, self.runs * 4)?;
+                let model = mobilenet(0, device)?.0;
+                let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), device)?;
+                let secs = timed(Box::new(|| model.logits(&x).map(drop)), 3, self.runs * 4)?;
                 let mut r = self.record(name, secs, 1, Some(mobilenet_forward_flops(224)));
                 (r.unit, r.median, r.min, r.max) = (
                     "ms".into(),
@@ -198,35 +237,55 @@ impl Bench {
                 Ok(r)
             }
             "mnv2_train" => {
-                let (model, varmap) = mobilenet(19, &device)?;
-                let step = train_step(&model, &varmap, b, &device)?;
-                let secs = timed(step, self.warmup, self.runs)?;
+                let (model, varmap) = mobilenet(19, device)?;
+                let step = train_step(&model, &varmap, b, device)?;
+                let secs = timed(Box::new(step), self.warmup, self.runs)?;
                 Ok(self.record(name, secs, b, Some(3.0 * mobilenet_forward_flops(224))))
             }
             "mnv2_head_train" => {
-                let (model, varmap) = mobilenet(0, &device)?;
-                let step = train_step(&model, &varmap, b, &device)?;
-                let secs = timed(step, self.warmup, self.runs)?;
+                let (model, varmap) = mobilenet(0, device)?;
+                let step = train_step(&model, &varmap, b, device)?;
+                let secs = timed(Box::new(step), self.warmup, self.runs)?;
                 Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
             }
             "plaincnn_train" => {
                 let varmap = VarMap::new();
-                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+                let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
                 let model = Classifier::new(&Architecture::ScratchCnn(plain_cnn()), vb)?;
                 seeded_init(&varmap, "", 0)?;
-                let step = train_step(&model, &varmap, b, &device)?;
-                let secs = timed(step, self.warmup, self.runs)?;
+                let step = train_step(&model, &varmap, b, device)?;
+                let secs = timed(Box::new(step), self.warmup, self.runs)?;
                 Ok(self.record(name, secs, b, Some(3.0 * plain_cnn_forward_flops(224))))
             }
-            "dwconv_fwd_bwd" => {
+            "dwconv_fwd_bwd" | "dwconv_fwd_bwd_candle" => {
                 let (c, h) = (144, 56);
-                let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, h), &device)?)?;
-                let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (c, 1, 3, 3), &device)?)?;
-                let step = || -> candle_core::Result<()> {
-                    depthwise_conv2d(&x, &w, 1, 1)?.sum_all()?.backward()?;
+                let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, h), device)?)?;
+                let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (c, 1, 3, 3), device)?)?;
+                let ours = name == "dwconv_fwd_bwd";
+                let step = move || -> candle_core::Result<()> {
+                    let y = if ours {
+                        depthwise_conv2d(&x, &w, 1, 1)?
+                    } else {
+                        x.conv2d(&w, 1, 1, 1, c)?
+                    };
+                    // On CUDA the sum in two stages: candle's CUDA sum of all elements runs in
+                    // one thread block (1.1 ms of a 3 ms step on an H200), these in 0.05 ms. On
+                    // CPU the one sum is the faster (the staged backward costs 25% of the step).
+                    let loss = if y.device().is_cuda() {
+                        y.reshape((b * c, h * h))?.sum(1)?.sum(0)?
+                    } else {
+                        y.sum_all()?
+                    };
+                    loss.backward()?;
                     Ok(())
                 };
-                let secs = timed(step, self.warmup, self.runs * 2)?;
+                // candle's own op takes seconds per step on CPU: fewer runs.
+                let (warmup, runs) = if ours {
+                    (self.warmup, self.runs * 2)
+                } else {
+                    (1, self.runs)
+                };
+                let secs = timed(Box::new(step), warmup, runs)?;
                 let flops = (3 * 2 * b * c * h * h * 9) as f64;
                 let mut r = self.record(name, secs, 1, None);
                 (r.unit, r.median, r.min, r.max) = (
@@ -241,9 +300,9 @@ impl Bench {
             "data_pipeline" => self.data_pipeline(data),
             "peak_gflops" => {
                 let n = 2048;
-                let a = Tensor::randn(0f32, 1.0, (n, n), &device)?;
-                let bm = Tensor::randn(0f32, 1.0, (n, n), &device)?;
-                let secs = timed(|| a.matmul(&bm).map(drop), self.warmup, self.runs)?;
+                let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+                let bm = Tensor::randn(0f32, 1.0, (n, n), device)?;
+                let secs = timed(Box::new(|| a.matmul(&bm).map(drop)), self.warmup, self.runs)?;
                 let flops = 2.0 * (n as f64).powi(3);
                 let mut r = self.record(name, secs, 1, None);
                 (r.unit, r.median, r.min, r.max) = (
@@ -318,7 +377,11 @@ impl Bench {
             runs: rates.len(),
             threads: self.threads,
             batch: self.batch,
-            config: "candle 0.11 + xray-models kernels, f32, NCHW".into(),
+            config: if self.device.is_cuda() {
+                "candle 0.11 + xray-models kernels, f32, NCHW, CUDA".into()
+            } else {
+                "candle 0.11 + xray-models kernels, f32, NCHW".into()
+            },
             gflops_per_s: flops.map(|f| round3(median * f / 1e9)),
         }
     }

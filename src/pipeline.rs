@@ -33,12 +33,53 @@ pub fn keep_freed_memory() {
     // start and takes plain integers.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (mallopt(3))
-                                                   // Worker threads would otherwise get arenas of their own, whose heaps glibc unmaps
-                                                   // whenever they fall empty, whatever the trim threshold: their pages then fault in
-                                                   // again at the next step.
+        // -1: never trim (mallopt(3)).
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+        // Worker threads would otherwise get arenas of their own, whose heaps glibc unmaps
+        // whenever they fall empty, whatever the trim threshold: their pages then fault in
+        // again at the next step.
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// Makes the CUDA driver keep memory freed on `device` in its pool for reuse; does nothing on
+/// other devices (or without the `cuda` feature).
+///
+/// candle allocates through the driver's stream-ordered pool, which by default hands freed
+/// memory back at every synchronisation, so each step maps its tensors' memory again. On an
+/// H200 this made a 58 MB element-wise kernel 4-5x slower than the memory allows (measured in
+/// `docs/performance-notes.md`). [`pick_device`] calls it for the CUDA device it opens.
+pub fn keep_freed_device_memory(device: &Device) -> candle_core::Result<()> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let stream = cuda.cuda_stream();
+        let context = stream.context();
+        if !context.has_async_alloc() {
+            return Ok(());
+        }
+        let failed = |what: &str, e: candle_core::cuda_backend::cudarc::driver::DriverError| {
+            candle_core::Error::Msg(format!("keep_freed_device_memory: {what}: {e}"))
+        };
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut keep_all = u64::MAX;
+        // SAFETY: plain driver calls on a device the context holds; `pool` and `keep_all` are
+        // valid for the duration of each call, and the attribute takes a u64.
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
+                .result()
+                .map_err(|e| failed("default memory pool", e))?;
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep_all as *mut u64).cast(),
+            )
+            .result()
+            .map_err(|e| failed("release threshold", e))?;
+        }
+    }
+    let _ = device;
+    Ok(())
 }
 
 /// The fastest device compiled in and present: CUDA, then Metal, else CPU (or CPU if `force_cpu`).
@@ -47,7 +88,9 @@ pub fn pick_device(force_cpu: bool) -> candle_core::Result<Device> {
         return Ok(Device::Cpu);
     }
     if candle_core::utils::cuda_is_available() {
-        return Device::new_cuda(0);
+        let device = Device::new_cuda(0)?;
+        keep_freed_device_memory(&device)?;
+        return Ok(device);
     }
     if candle_core::utils::metal_is_available() {
         return Device::new_metal(0);

@@ -2,8 +2,10 @@
 //!
 //! Written with candle ops (a reshape and two `max`es) it is exact but slow backward: each `max`
 //! re-broadcasts its result, compares, converts and multiplies, four full passes, and every
-//! tied element (the zeros after a ReLU) receives the gradient. Here the backward is one pass
-//! and, as in PyTorch, only the first maximum of each window receives the gradient.
+//! tied element receives the whole gradient (a flat patch of film passes four times the
+//! gradient). Here the backward is one pass and, as in PyTorch, only the first maximum of each
+//! window receives the gradient. Other devices gather each window's first maximum with candle's
+//! ops, whose backward scatters to that one element, so they train the same way.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
@@ -23,16 +25,31 @@ use crate::cpu_storage::{dispatch, slice};
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn max_pool_2x2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
+    let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (h / 2, w / 2);
     if oh == 0 || ow == 0 {
         bail!("max_pool_2x2: a {h}x{w} map is smaller than one 2x2 window");
     }
     if !x.device().is_cpu() {
-        let x = x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)?;
-        return x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3);
+        return pool_by_gather(x);
     }
     x.contiguous()?.apply_op1(MaxPool)
+}
+
+/// [`max_pool_2x2`] with candle's ops, for any device: each window's first maximum is gathered,
+/// and the gather's backward sends the gradient to that element alone.
+fn pool_by_gather(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h / 2, w / 2);
+    let windows = x
+        .narrow(2, 0, 2 * oh)?
+        .narrow(3, 0, 2 * ow)?
+        .reshape((n, c, oh, 2, ow, 2))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((n, c, oh, ow, 4))?;
+    let first_max = windows.detach().argmax_keepdim(4)?;
+    windows.gather(&first_max, 4)?.squeeze(4)
 }
 
 struct MaxPool;
@@ -143,4 +160,42 @@ fn unpool<T: Float + Send + Sync>(x: &[T], grad: &[T], h: usize, w: usize) -> Ve
             }
         });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    /// The path other devices take trains as the CPU op does, ties included: values drawn from
+    /// {0, 1, 2} tie in most windows, where candle's two `max`es would pass the gradient to every
+    /// tied element.
+    #[test]
+    fn gather_path_matches_the_cpu_op_with_ties() -> candle_core::Result<()> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (h, w) in [(4, 4), (7, 5), (2, 9)] {
+            let values: Vec<f32> = (0..2 * 3 * h * w)
+                .map(|_| rng.random_range(0..3) as f32)
+                .collect();
+            let x = Var::from_vec(values, (2, 3, h, w), &Device::Cpu)?;
+            let upstream = Tensor::randn(0f32, 1.0, (2, 3, h / 2, w / 2), &Device::Cpu)?;
+            let results: Vec<(Vec<f32>, Vec<f32>)> = [true, false]
+                .into_iter()
+                .map(|on_cpu_op| {
+                    let y = if on_cpu_op {
+                        max_pool_2x2(&x)?
+                    } else {
+                        pool_by_gather(&x)?
+                    };
+                    let grads = (&y * &upstream)?.sum_all()?.backward()?;
+                    let grad = grads.get(&x).expect("gradient").flatten_all()?.to_vec1()?;
+                    Ok((y.flatten_all()?.to_vec1()?, grad))
+                })
+                .collect::<candle_core::Result<_>>()?;
+            assert_eq!(results[0].0, results[1].0, "{h}x{w} forward");
+            assert_eq!(results[0].1, results[1].1, "{h}x{w} gradient");
+        }
+        Ok(())
+    }
 }

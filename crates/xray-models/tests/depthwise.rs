@@ -1,5 +1,6 @@
 //! The depthwise op against a naive f64 loop (forward, input and weight gradients) on random
-//! shapes, strides, paddings and batch sizes, including odd sizes and 1x1 maps.
+//! shapes, strides, paddings and batch sizes, including odd sizes and 1x1 maps. With the `cuda`
+//! feature, the CUDA kernels face the same reference (the build then expects a GPU).
 
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -83,19 +84,22 @@ fn random_vec(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
 }
 
 fn check(case: &Case, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
-    let dev = Device::Cpu;
+    check_on(&Device::Cpu, case, rng)
+}
+
+fn check_on(dev: &Device, case: &Case, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     let (oh, ow) = case.out();
     let xs = random_vec(rng, case.n * case.c * case.h * case.w);
     let ws = random_vec(rng, case.c * case.k * case.k);
     let gs = random_vec(rng, case.n * case.c * oh * ow);
-    let x = Var::from_vec(xs.clone(), (case.n, case.c, case.h, case.w), &dev)?;
-    let w = Var::from_vec(ws.clone(), (case.c, 1, case.k, case.k), &dev)?;
-    let g = Tensor::from_vec(gs.clone(), (case.n, case.c, oh, ow), &dev)?;
+    let x = Var::from_vec(xs.clone(), (case.n, case.c, case.h, case.w), dev)?;
+    let w = Var::from_vec(ws.clone(), (case.c, 1, case.k, case.k), dev)?;
+    let g = Tensor::from_vec(gs.clone(), (case.n, case.c, oh, ow), dev)?;
     let y = depthwise_conv2d(&x, &w, case.stride, case.pad)?;
     let grads = (&y * &g)?.sum_all()?.backward()?;
     let (y_ref, gx_ref, gw_ref) = naive(case, &xs, &ws, &gs);
     let label = format!(
-        "n{} c{} {}x{} k{} s{} p{}",
+        "{dev:?} n{} c{} {}x{} k{} s{} p{}",
         case.n, case.c, case.h, case.w, case.k, case.stride, case.pad
     );
     assert_close(
@@ -118,25 +122,55 @@ fn check(case: &Case, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     Ok(())
 }
 
+fn random_case(rng: &mut ChaCha8Rng) -> Case {
+    let k: usize = [1, 3, 5][rng.random_range(0..3)];
+    let stride = rng.random_range(1..=2);
+    let pad = rng.random_range(0..=k / 2 + 1).min(k - 1);
+    let h = rng.random_range(k.saturating_sub(2 * pad).max(1)..12);
+    let w = rng.random_range(k.saturating_sub(2 * pad).max(1)..12);
+    Case {
+        n: rng.random_range(1..4),
+        c: rng.random_range(1..6),
+        h,
+        w,
+        k,
+        stride,
+        pad,
+    }
+}
+
 #[test]
 fn matches_naive_reference_on_random_shapes() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for _ in 0..40 {
-        let k: usize = [1, 3, 5][rng.random_range(0..3)];
-        let stride = rng.random_range(1..=2);
-        let pad = rng.random_range(0..=k / 2 + 1).min(k - 1);
-        let h = rng.random_range(k.saturating_sub(2 * pad).max(1)..12);
-        let w = rng.random_range(k.saturating_sub(2 * pad).max(1)..12);
-        let case = Case {
-            n: rng.random_range(1..4),
-            c: rng.random_range(1..6),
-            h,
-            w,
-            k,
-            stride,
-            pad,
-        };
+        let case = random_case(&mut rng);
         check(&case, &mut rng)?;
+    }
+    Ok(())
+}
+
+/// The CUDA kernels on random shapes and on MobileNetV2's largest layers at batch 4 (whose
+/// weight gradients sum 50,000 products per tap).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_kernels_match_naive_reference() -> candle_core::Result<()> {
+    let dev = Device::new_cuda(0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for _ in 0..60 {
+        let case = random_case(&mut rng);
+        check_on(&dev, &case, &mut rng)?;
+    }
+    for (c, h, stride) in [(32, 112, 1), (96, 112, 2), (144, 56, 1), (960, 7, 1)] {
+        let case = Case {
+            n: 4,
+            c,
+            h,
+            w: h,
+            k: 3,
+            stride,
+            pad: 1,
+        };
+        check_on(&dev, &case, &mut rng)?;
     }
     Ok(())
 }

@@ -2,13 +2,16 @@
 //!
 //! candle 0.11 runs a grouped convolution as one convolution per group, which makes
 //! MobileNetV2 about 20x slower than it needs to be on CPU and its backward memory-hungry.
-//! On CPU this op computes all channels in one pass; on other devices it falls back to
+//! This op computes all channels in one pass: on CPU, and on CUDA for f32 with the `cuda`
+//! feature. Elsewhere (Metal, CUDA without the feature, CUDA f16/f64) it falls back to
 //! candle's grouped `conv2d`.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod flat;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 use crate::bias_act::{bias_act_backward, bias_relu6, Epilogue};
 use crate::cpu_storage::{dispatch, dispatch3};
@@ -34,7 +37,7 @@ pub fn depthwise_conv2d(
     padding: usize,
 ) -> candle_core::Result<Tensor> {
     check(x, weight, stride, padding)?;
-    if !x.device().is_cpu() {
+    if !has_own_kernel(x) {
         return x.conv2d(weight, padding, stride, 1, x.dim(1)?);
     }
     x.contiguous()?
@@ -63,6 +66,12 @@ pub fn depthwise_conv2d_bias_act(
             relu6,
         },
     )
+}
+
+/// Whether this module has a kernel for `x`'s device and type; otherwise candle's `conv2d` runs.
+fn has_own_kernel(x: &Tensor) -> bool {
+    let device = x.device();
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda() && x.dtype() == DType::F32)
 }
 
 fn check(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> candle_core::Result<()> {
@@ -125,6 +134,23 @@ impl CustomOp2 for DepthwiseConv2d {
             |x, w| cpu::forward(x, w, &g, None),
             |x, w| cpu::forward(x, w, &g, None),
         )?;
+        Ok((
+            out,
+            Shape::from((g.batch, g.channels, g.out_h(), g.out_w())),
+        ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let kernel = l2.shape().dims4()?.2;
+        let g = geometry(l1, kernel, self.stride, self.padding)?;
+        let out = cuda::forward((s1, l1), (s2, l2), &g)?;
         Ok((
             out,
             Shape::from((g.batch, g.channels, g.out_h(), g.out_w())),
@@ -242,17 +268,7 @@ impl CustomOp2 for InputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, channels, _, _) = l1.shape().dims4()?;
-        let kernel = l2.shape().dims4()?.2;
-        let g = Geometry {
-            batch,
-            channels,
-            in_h: self.in_h,
-            in_w: self.in_w,
-            kernel,
-            stride: self.stride,
-            padding: self.padding,
-        };
+        let g = self.geometry(l1, l2)?;
         let out = dispatch(
             "depthwise_conv2d",
             (s1, l1, "output gradient"),
@@ -260,7 +276,35 @@ impl CustomOp2 for InputGrad {
             |go, w| cpu::input_grad(go, w, &g),
             |go, w| cpu::input_grad(go, w, &g),
         )?;
-        Ok((out, Shape::from((batch, channels, self.in_h, self.in_w))))
+        Ok((out, Shape::from((g.batch, g.channels, g.in_h, g.in_w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.geometry(l1, l2)?;
+        let out = cuda::input_grad((s1, l1), (s2, l2), &g)?;
+        Ok((out, Shape::from((g.batch, g.channels, g.in_h, g.in_w))))
+    }
+}
+
+impl InputGrad {
+    fn geometry(&self, grad_out: &Layout, weight: &Layout) -> candle_core::Result<Geometry> {
+        let (batch, channels, _, _) = grad_out.shape().dims4()?;
+        Ok(Geometry {
+            batch,
+            channels,
+            in_h: self.in_h,
+            in_w: self.in_w,
+            kernel: weight.shape().dims4()?.2,
+            stride: self.stride,
+            padding: self.padding,
+        })
     }
 }
 
@@ -291,6 +335,19 @@ impl CustomOp2 for WeightGrad {
             |x, go| cpu::weight_grad(x, go, &g),
             |x, go| cpu::weight_grad(x, go, &g),
         )?;
+        Ok((out, Shape::from((g.channels, 1, self.kernel, self.kernel))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let g = geometry(l1, self.kernel, self.stride, self.padding)?;
+        let out = cuda::weight_grad((s1, l1), (s2, l2), &g)?;
         Ok((out, Shape::from((g.channels, 1, self.kernel, self.kernel))))
     }
 }

@@ -1,0 +1,116 @@
+//! With the `cuda` feature: the shipped bundles give the same predictions, out-of-distribution
+//! flags and weight gradients on the GPU as on the CPU, for real films from ../shared. The build
+//! then expects a CUDA device; without the feature this file is empty.
+#![cfg(feature = "cuda")]
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use xray_pneumonia::data::{images_to_tensor, load_images, scan_split, GrayImage, LoadOptions};
+use xray_pneumonia::train::Bundle;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every 40th film of the bundle's held-out test patients (both classes), at its input size.
+fn heldout_films(bundle: &Bundle) -> Vec<GrayImage> {
+    let mut samples = scan_split(&root().join("../shared/data/kermany224"), "train").expect("scan");
+    samples.retain(|s| bundle.config.split.test_patients.contains(&s.patient_id));
+    samples.sort_by(|a, b| a.path.cmp(&b.path));
+    let chosen: Vec<_> = samples.into_iter().step_by(40).collect();
+    let options = LoadOptions {
+        size: bundle.config.preprocessing.size,
+        skip_unreadable: false,
+    };
+    load_images(chosen, &options).expect("decode").images
+}
+
+/// Gradients of the summed logits with respect to every weight, by name.
+fn weight_gradients(
+    bundle: &Bundle,
+    films: &[&GrayImage],
+    device: &Device,
+) -> Vec<(String, Tensor)> {
+    let x = images_to_tensor(films, &bundle.config.preprocessing, device).expect("batch");
+    let grads = bundle
+        .model
+        .logits(&x)
+        .and_then(|l| l.sum_all())
+        .and_then(|l| l.backward())
+        .expect("backward");
+    let mut named: Vec<(String, Tensor)> = bundle
+        .varmap
+        .data()
+        .lock()
+        .expect("varmap")
+        .iter()
+        .filter_map(|(name, var)| grads.get(var).map(|g| (name.clone(), g.clone())))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn check_bundle(name: &str) {
+    let dir = root().join("models").join(name);
+    let gpu = Device::new_cuda(0).expect("the cuda feature expects a CUDA device");
+    let on_cpu = Bundle::load(&dir, &Device::Cpu).expect("load on CPU");
+    let on_gpu = Bundle::load(&dir, &gpu).expect("load on GPU");
+    let films = heldout_films(&on_cpu);
+    let refs: Vec<&GrayImage> = films.iter().collect();
+    assert!(refs.len() >= 15, "{name}: only {} films", refs.len());
+
+    let cpu = on_cpu
+        .predict_with_ood(&refs, 8, &Device::Cpu)
+        .expect("CPU");
+    let cuda = on_gpu.predict_with_ood(&refs, 8, &gpu).expect("GPU");
+    for (i, (c, g)) in cpu.iter().zip(&cuda).enumerate() {
+        assert!(
+            (c.probability - g.probability).abs() < 1e-4,
+            "{name} film {i}: probability {} on CPU, {} on GPU",
+            c.probability,
+            g.probability
+        );
+        let (cs, gs) = (c.ood_score.expect("score"), g.ood_score.expect("score"));
+        assert!(
+            (cs - gs).abs() <= 1e-3 * cs.abs().max(1.0),
+            "{name} film {i}: OOD score {cs} on CPU, {gs} on GPU"
+        );
+    }
+
+    let batch = &refs[..4];
+    let cpu_grads = weight_gradients(&on_cpu, batch, &Device::Cpu);
+    let gpu_grads = weight_gradients(&on_gpu, batch, &gpu);
+    assert_eq!(cpu_grads.len(), gpu_grads.len(), "{name}: gradient count");
+    assert!(!cpu_grads.is_empty(), "{name}: no gradients");
+    for ((n, c), (_, g)) in cpu_grads.iter().zip(&gpu_grads) {
+        let c = c
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("cpu");
+        let g = g
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("gpu");
+        let scale = c.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let worst = c
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "{name} gradient of {n}: relative error {worst:.2e}"
+        );
+    }
+}
+
+#[test]
+fn mobilenet_runs_the_same_on_gpu() {
+    check_bundle("mobilenet_v2");
+}
+
+#[test]
+fn scratch_cnn_runs_the_same_on_gpu() {
+    check_bundle("scratch_cnn");
+}
