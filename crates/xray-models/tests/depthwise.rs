@@ -149,7 +149,8 @@ fn matches_naive_reference_on_random_shapes() -> candle_core::Result<()> {
     Ok(())
 }
 
-/// The CUDA kernels on random shapes and on MobileNetV2's largest layers at batch 4 (whose
+/// The CUDA kernels on random shapes, on kernel sizes without a kernel of their own (2, 4 and
+/// 7 take the per-tap weight gradient) and on MobileNetV2's largest layers at batch 4 (whose
 /// weight gradients sum 50,000 products per tap).
 #[cfg(feature = "cuda")]
 #[test]
@@ -158,6 +159,18 @@ fn cuda_kernels_match_naive_reference() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     for _ in 0..60 {
         let case = random_case(&mut rng);
+        check_on(&dev, &case, &mut rng)?;
+    }
+    for (k, stride, pad) in [(2, 1, 0), (4, 2, 1), (7, 1, 3), (7, 2, 2)] {
+        let case = Case {
+            n: 3,
+            c: 5,
+            h: 11,
+            w: 9,
+            k,
+            stride,
+            pad,
+        };
         check_on(&dev, &case, &mut rng)?;
     }
     for (c, h, stride) in [(32, 112, 1), (96, 112, 2), (144, 56, 1), (960, 7, 1)] {

@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::cudarc::nvrtc;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, Layout};
@@ -83,91 +85,131 @@ fn ptx() -> candle_core::Result<&'static str> {
     })
 }
 
-/// Launches `name` over `(a, b) -> out` with `blocks` blocks of [`THREADS`].
+/// The contiguous f32 data of `storage` from `layout`'s offset.
+fn view<'a>(storage: &'a CudaStorage, layout: &Layout) -> candle_core::Result<CudaView<'a, f32>> {
+    Ok(storage
+        .as_cuda_slice::<f32>()?
+        .slice(layout.start_offset()..))
+}
+
+/// Launches `name(inputs..., out, geometry)` on a `grid` of blocks of [`THREADS`], into a new
+/// buffer of `out_len` elements.
 fn launch(
+    device: &CudaDevice,
     name: &str,
-    (a, la): (&CudaStorage, &Layout),
-    (b, lb): (&CudaStorage, &Layout),
+    inputs: &[&CudaView<'_, f32>],
     out_len: usize,
-    blocks: usize,
+    grid: (usize, usize),
     g: &Geometry,
-) -> candle_core::Result<CudaStorage> {
-    let device: &CudaDevice = a.device();
-    let a = a.as_cuda_slice::<f32>()?.slice(la.start_offset()..);
-    let b = b.as_cuda_slice::<f32>()?.slice(lb.start_offset()..);
+) -> candle_core::Result<CudaSlice<f32>> {
     let geometry = KernelGeometry::new(g)?;
-    // SAFETY: every kernel writes each of the `out_len` elements.
-    let out = unsafe { device.alloc::<f32>(out_len)? };
-    let func = device.get_or_load_custom_func(name, MODULE, ptx()?)?;
-    let blocks = u32::try_from(blocks.max(1))
-        .ok()
-        .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "depthwise_conv2d on CUDA: {blocks} blocks for {name}"
-            ))
-        })?;
+    let dim = |blocks: usize, limit: u32| {
+        u32::try_from(blocks.max(1))
+            .ok()
+            .filter(|&b| b <= limit)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "depthwise_conv2d on CUDA: {blocks} blocks for {name}"
+                ))
+            })
+    };
     let config = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
+        grid_dim: (dim(grid.0, i32::MAX as u32)?, dim(grid.1, 65_535)?, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
+    // SAFETY: every kernel writes each of the `out_len` elements.
+    let out = unsafe { device.alloc::<f32>(out_len)? };
+    let func = device.get_or_load_custom_func(name, MODULE, ptx()?)?;
     let mut builder = func.builder();
-    builder.arg(&a);
-    builder.arg(&b);
+    for input in inputs {
+        builder.arg(*input);
+    }
     builder.arg(&out);
     builder.arg(&geometry);
-    // SAFETY: the arguments match the kernel's signature; the slices are contiguous f32 of the
+    // SAFETY: the arguments match the kernel's signature; the inputs are contiguous f32 of the
     // shapes `g` describes (checked by the callers' layouts).
     unsafe { builder.launch(config) }.w()?;
-    Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
+    Ok(out)
 }
 
 /// Blocks for a grid-stride loop over `len` elements.
-fn elementwise_blocks(len: usize) -> usize {
-    len.div_ceil(THREADS as usize).min(65_535 * 16)
+fn elementwise_blocks(len: usize) -> (usize, usize) {
+    (len.div_ceil(THREADS as usize).min(65_535 * 16), 1)
 }
 
 /// `(x, weight) -> y`.
 pub(super) fn forward(
-    x: (&CudaStorage, &Layout),
-    weight: (&CudaStorage, &Layout),
+    (x, lx): (&CudaStorage, &Layout),
+    (w, lw): (&CudaStorage, &Layout),
     g: &Geometry,
 ) -> candle_core::Result<CudaStorage> {
     let len = g.batch * g.channels * g.out_h() * g.out_w();
-    launch(
+    let device = x.device();
+    let inputs = [&view(x, lx)?, &view(w, lw)?];
+    let out = launch(
+        device,
         "depthwise_forward",
-        x,
-        weight,
+        &inputs,
         len,
         elementwise_blocks(len),
         g,
-    )
+    )?;
+    Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
 }
 
 /// `(grad_out, weight) -> grad_x`.
 pub(super) fn input_grad(
-    grad_out: (&CudaStorage, &Layout),
-    weight: (&CudaStorage, &Layout),
+    (go, lgo): (&CudaStorage, &Layout),
+    (w, lw): (&CudaStorage, &Layout),
     g: &Geometry,
 ) -> candle_core::Result<CudaStorage> {
     let len = g.batch * g.channels * g.in_h * g.in_w;
-    launch(
+    let device = go.device();
+    let inputs = [&view(go, lgo)?, &view(w, lw)?];
+    let out = launch(
+        device,
         "depthwise_input_grad",
-        grad_out,
-        weight,
+        &inputs,
         len,
         elementwise_blocks(len),
         g,
-    )
+    )?;
+    Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
 }
 
-/// `(x, grad_out) -> grad_weight`: one block per channel and tap.
+/// `(x, grad_out) -> grad_weight`. Kernels of size 1, 3 and 5 read each plane once and sum per
+/// image, then over images; other sizes take one block per (channel, tap).
 pub(super) fn weight_grad(
-    x: (&CudaStorage, &Layout),
-    grad_out: (&CudaStorage, &Layout),
+    (x, lx): (&CudaStorage, &Layout),
+    (go, lgo): (&CudaStorage, &Layout),
     g: &Geometry,
 ) -> candle_core::Result<CudaStorage> {
+    let device = x.device();
     let len = g.channels * g.kernel * g.kernel;
-    launch("depthwise_weight_grad", x, grad_out, len, len, g)
+    let inputs = [&view(x, lx)?, &view(go, lgo)?];
+    let per_image = match g.kernel {
+        1 => Some("depthwise_weight_grad_k1"),
+        3 => Some("depthwise_weight_grad_k3"),
+        5 => Some("depthwise_weight_grad_k5"),
+        _ => None,
+    };
+    let out = match per_image {
+        Some(name) => {
+            let grid = (g.channels, g.batch);
+            let partial = launch(device, name, &inputs, g.batch * len, grid, g)?;
+            let blocks = (len.div_ceil(THREADS as usize), 1);
+            let partial = partial.slice(..);
+            launch(
+                device,
+                "depthwise_weight_grad_images",
+                &[&partial],
+                len,
+                blocks,
+                g,
+            )?
+        }
+        None => launch(device, "depthwise_weight_grad", &inputs, len, (len, 1), g)?,
+    };
+    Ok(CudaStorage::wrap_cuda_slice(out, device.clone()))
 }
