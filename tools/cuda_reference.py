@@ -86,14 +86,18 @@ def main():
         x1 = x[:1].contiguous(memory_format=fmt)
         with torch.no_grad():
             report('mnv2_infer_b1', 'ms', timed(lambda: m(x1), warm, runs * 2), lambda s: s * 1e3)
-    if run('mnv2_train'):
-        m = mnv2(True).train()
+    def train_step(m):
+        """One SGD-with-momentum step of the whole model `m` on the batch."""
         opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
 
         def step():
             opt.zero_grad()
             loss(m(x), y).backward()
             opt.step()
+        return step
+
+    if run('mnv2_train'):
+        step = train_step(mnv2(True).train())
         report('mnv2_train', 'images/s', timed(step, warm, runs), lambda s: B / s)
     if run('mnv2_head_train'):
         m = mnv2(True).eval()
@@ -108,13 +112,7 @@ def main():
             opt.step()
         report('mnv2_head_train', 'images/s', timed(step, warm, runs), lambda s: B / s)
     if run('plaincnn_train'):
-        m = PlainCnn().to(dev).to(memory_format=fmt).train()
-        opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
-
-        def step():
-            opt.zero_grad()
-            loss(m(x), y).backward()
-            opt.step()
+        step = train_step(PlainCnn().to(dev).to(memory_format=fmt).train())
         report('plaincnn_train', 'images/s', timed(step, warm, runs), lambda s: B / s)
     if run('dwconv_fwd_bwd'):
         C, H = 144, 56

@@ -48,8 +48,12 @@ impl KernelGeometry {
             })
         };
         // The kernels index with 32-bit integers (64-bit division is slow on a GPU), with
-        // headroom for a grid-stride step past the end.
-        let largest = g.batch * g.channels * (g.in_h * g.in_w).max(g.out_h() * g.out_w());
+        // headroom for a grid-stride step past the end. The weight gradient's per-image sums
+        // hold batch x channels x K x K numbers.
+        let per_plane = (g.in_h * g.in_w)
+            .max(g.out_h() * g.out_w())
+            .max(g.kernel * g.kernel);
+        let largest = g.batch * g.channels * per_plane;
         if largest > i32::MAX as usize / 2 {
             return Err(candle_core::Error::Msg(format!(
                 "depthwise_conv2d on CUDA: {largest} elements per tensor exceed the kernels' \
