@@ -206,16 +206,16 @@ impl Bench {
         let b = self.batch;
         let device = &self.device;
         // Each step ends when the device has finished it (a no-op on CPU).
-        let timed = |mut step: Box<dyn FnMut() -> candle_core::Result<()> + '_>,
-                     warmup: usize,
-                     runs: usize| {
+        let timed_on_device = |mut step: Box<dyn FnMut() -> candle_core::Result<()> + '_>,
+                               warmup: usize,
+                               runs: usize| {
             timed(|| step().and_then(|()| device.synchronize()), warmup, runs)
         };
         match name {
             "mnv2_infer" => {
                 let model = mobilenet(0, device)?.0;
                 let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), device)?;
-                let secs = timed(
+                let secs = timed_on_device(
                     Box::new(|| model.logits(&x).map(drop)),
                     self.warmup,
                     self.runs,
@@ -225,7 +225,8 @@ impl Bench {
             "mnv2_infer_b1" => {
                 let model = mobilenet(0, device)?.0;
                 let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), device)?;
-                let secs = timed(Box::new(|| model.logits(&x).map(drop)), 3, self.runs * 4)?;
+                let secs =
+                    timed_on_device(Box::new(|| model.logits(&x).map(drop)), 3, self.runs * 4)?;
                 let mut r = self.record(name, secs, 1, Some(mobilenet_forward_flops(224)));
                 (r.unit, r.median, r.min, r.max) = (
                     "ms".into(),
@@ -239,13 +240,13 @@ impl Bench {
             "mnv2_train" => {
                 let (model, varmap) = mobilenet(19, device)?;
                 let step = train_step(&model, &varmap, b, device)?;
-                let secs = timed(Box::new(step), self.warmup, self.runs)?;
+                let secs = timed_on_device(Box::new(step), self.warmup, self.runs)?;
                 Ok(self.record(name, secs, b, Some(3.0 * mobilenet_forward_flops(224))))
             }
             "mnv2_head_train" => {
                 let (model, varmap) = mobilenet(0, device)?;
                 let step = train_step(&model, &varmap, b, device)?;
-                let secs = timed(Box::new(step), self.warmup, self.runs)?;
+                let secs = timed_on_device(Box::new(step), self.warmup, self.runs)?;
                 Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
             }
             "plaincnn_train" => {
@@ -254,7 +255,7 @@ impl Bench {
                 let model = Classifier::new(&Architecture::ScratchCnn(plain_cnn()), vb)?;
                 seeded_init(&varmap, "", 0)?;
                 let step = train_step(&model, &varmap, b, device)?;
-                let secs = timed(Box::new(step), self.warmup, self.runs)?;
+                let secs = timed_on_device(Box::new(step), self.warmup, self.runs)?;
                 Ok(self.record(name, secs, b, Some(3.0 * plain_cnn_forward_flops(224))))
             }
             "dwconv_fwd_bwd" | "dwconv_fwd_bwd_candle" => {
@@ -285,7 +286,7 @@ impl Bench {
                 } else {
                     (1, self.runs)
                 };
-                let secs = timed(Box::new(step), warmup, runs)?;
+                let secs = timed_on_device(Box::new(step), warmup, runs)?;
                 let flops = (3 * 2 * b * c * h * h * 9) as f64;
                 let mut r = self.record(name, secs, 1, None);
                 (r.unit, r.median, r.min, r.max) = (
@@ -302,7 +303,8 @@ impl Bench {
                 let n = 2048;
                 let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
                 let bm = Tensor::randn(0f32, 1.0, (n, n), device)?;
-                let secs = timed(Box::new(|| a.matmul(&bm).map(drop)), self.warmup, self.runs)?;
+                let secs =
+                    timed_on_device(Box::new(|| a.matmul(&bm).map(drop)), self.warmup, self.runs)?;
                 let flops = 2.0 * (n as f64).powi(3);
                 let mut r = self.record(name, secs, 1, None);
                 (r.unit, r.median, r.min, r.max) = (

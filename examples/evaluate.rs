@@ -170,8 +170,7 @@ fn run() -> Result<()> {
     let args = Args::parse();
     eprintln!("{DISCLAIMER}");
     let device = pick_device(args.cpu)?;
-    let bundle = Bundle::load(&args.model, &device)
-        .with_context(|| format!("loading bundle {}", args.model.display()))?;
+    let bundle = common::load_bundle(&args.model, &device)?;
     let mut samples = scan_split(&args.data, &args.split)?;
     args.holdout.retain(&mut samples, &bundle.config.split);
     anyhow::ensure!(

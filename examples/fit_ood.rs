@@ -42,8 +42,7 @@ fn run() -> Result<()> {
     let args = Args::parse();
     eprintln!("{DISCLAIMER}");
     let device = pick_device(args.cpu)?;
-    let mut bundle = Bundle::load(&args.model, &device)
-        .with_context(|| format!("loading bundle {}", args.model.display()))?;
+    let mut bundle = common::load_bundle(&args.model, &device)?;
     let train = bundle_films(&args.data, &bundle, &bundle.config.split.train_patients)?;
     let validation = bundle_films(
         &args.data,

@@ -13,7 +13,6 @@ use image::imageops::FilterType;
 use xray_pneumonia::data::{decode_gray, images_to_tensor};
 use xray_pneumonia::eval::{heat_overlay, save_overlay_png, vanilla_gradient, DISCLAIMER};
 use xray_pneumonia::pipeline::{keep_freed_memory, pick_device};
-use xray_pneumonia::train::Bundle;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,8 +44,7 @@ fn run() -> Result<()> {
     keep_freed_memory();
     let args = Args::parse();
     let device = pick_device(args.cpu)?;
-    let bundle = Bundle::load(&args.model, &device)
-        .with_context(|| format!("loading bundle {}", args.model.display()))?;
+    let bundle = common::load_bundle(&args.model, &device)?;
     let bytes =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let film = decode_gray(&args.image, &bytes)?;

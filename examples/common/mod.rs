@@ -99,3 +99,14 @@ pub fn bundle_films(
     };
     Ok(xray_pneumonia::data::load_images(samples, &options)?)
 }
+
+/// Loads the bundle in `dir` onto `device`, naming the directory if that fails.
+#[allow(dead_code)]
+pub fn load_bundle(
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> anyhow::Result<xray_pneumonia::train::Bundle> {
+    use anyhow::Context;
+    xray_pneumonia::train::Bundle::load(dir, device)
+        .with_context(|| format!("loading bundle {}", dir.display()))
+}
