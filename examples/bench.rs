@@ -45,9 +45,10 @@ use xray_pneumonia::data::{
     Preprocessing,
 };
 use xray_pneumonia::models::{
-    depthwise_conv2d, seeded_init, Architecture, Classifier, MobileNetV2Config, ScratchCnnConfig,
+    seeded_init, Architecture, Classifier, MobileNetV2, MobileNetV2Config, ScratchCnnConfig,
 };
-use xray_pneumonia::pipeline::{keep_freed_device_memory, keep_freed_memory};
+use xray_pneumonia::ops::depthwise_conv2d;
+use xray_pneumonia::ops::process::{keep_freed_device_memory, keep_freed_memory};
 
 /// The workloads `pytorch_ref.py` also runs.
 const PYTORCH_HAS: [&str; 6] = [
@@ -220,14 +221,14 @@ impl Bench {
                     self.warmup,
                     self.runs,
                 )?;
-                Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
+                Ok(self.record(name, secs, b, Some(MobileNetV2::forward_flops(224))))
             }
             "mnv2_infer_b1" => {
                 let model = mobilenet(0, device)?.0;
                 let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), device)?;
                 let secs =
                     timed_on_device(Box::new(|| model.logits(&x).map(drop)), 3, self.runs * 4)?;
-                let mut r = self.record(name, secs, 1, Some(mobilenet_forward_flops(224)));
+                let mut r = self.record(name, secs, 1, Some(MobileNetV2::forward_flops(224)));
                 (r.unit, r.median, r.min, r.max) = (
                     "ms".into(),
                     round3(1e3 / r.median),
@@ -241,13 +242,13 @@ impl Bench {
                 let (model, varmap) = mobilenet(19, device)?;
                 let step = train_step(&model, &varmap, b, device)?;
                 let secs = timed_on_device(Box::new(step), self.warmup, self.runs)?;
-                Ok(self.record(name, secs, b, Some(3.0 * mobilenet_forward_flops(224))))
+                Ok(self.record(name, secs, b, Some(3.0 * MobileNetV2::forward_flops(224))))
             }
             "mnv2_head_train" => {
                 let (model, varmap) = mobilenet(0, device)?;
                 let step = train_step(&model, &varmap, b, device)?;
                 let secs = timed_on_device(Box::new(step), self.warmup, self.runs)?;
-                Ok(self.record(name, secs, b, Some(mobilenet_forward_flops(224))))
+                Ok(self.record(name, secs, b, Some(MobileNetV2::forward_flops(224))))
             }
             "plaincnn_train" => {
                 let varmap = VarMap::new();
@@ -456,40 +457,6 @@ fn train_step<'a>(
         let logits = model.forward_t(&x, true)?;
         optimizer.backward_step(&binary_cross_entropy_with_logit(&logits, &y)?)
     })
-}
-
-/// Multiply-adds x 2 of one MobileNetV2 (width 1.0) forward pass at `size` x `size`.
-fn mobilenet_forward_flops(size: usize) -> f64 {
-    // (expansion, output channels, repeats, first stride), torchvision's table.
-    const SETTINGS: [(usize, usize, usize, usize); 7] = [
-        (1, 16, 1, 1),
-        (6, 24, 2, 2),
-        (6, 32, 3, 2),
-        (6, 64, 4, 2),
-        (6, 96, 3, 1),
-        (6, 160, 3, 2),
-        (6, 320, 1, 1),
-    ];
-    let mut hw = size / 2;
-    let mut macs = (hw * hw * 32 * 3 * 9) as f64;
-    let mut c = 32;
-    for (t, out, n, s) in SETTINGS {
-        for i in 0..n {
-            let hidden = c * t;
-            let in_hw = hw;
-            if i == 0 {
-                hw = hw.div_ceil(s);
-            }
-            if t != 1 {
-                macs += (in_hw * in_hw * c * hidden) as f64;
-            }
-            macs += (hw * hw * hidden * 9) as f64;
-            macs += (hw * hw * hidden * out) as f64;
-            c = out;
-        }
-    }
-    macs += (hw * hw * c * 1280) as f64;
-    2.0 * macs
 }
 
 /// Multiply-adds x 2 of one `PlainCnn` forward pass (convolutions only).

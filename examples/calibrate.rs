@@ -7,32 +7,18 @@
 
 mod common;
 
-use common::bundle_films;
-
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use xray_pneumonia::data::Label;
-use xray_pneumonia::eval::DISCLAIMER;
-use xray_pneumonia::pipeline::{fit_on_validation, keep_freed_memory, pick_device};
-use xray_pneumonia::train::{Bundle, BUNDLE_FORMAT_VERSION};
+use xray_pneumonia::data::Side;
+use xray_pneumonia::infer::{Bundle, BUNDLE_FORMAT_VERSION};
+use xray_pneumonia::pipeline::{bundle_side_films, fit_on_validation};
 
 #[derive(Parser, Debug)]
 #[command(about = "Fit calibration and operating points on a bundle's validation patients")]
 struct Args {
-    /// Model bundle directory; its config.json is rewritten.
-    #[arg(long)]
-    model: PathBuf,
-    /// Dataset root the bundle was trained on (its split folder is read from the bundle).
-    #[arg(long, default_value = "../shared/data/kermany224")]
-    data: PathBuf,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Run on CPU even if a GPU is available.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    upgrade: common::UpgradeArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,18 +26,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    keep_freed_memory();
     let args = Args::parse();
-    eprintln!("{DISCLAIMER}");
-    let device = pick_device(args.cpu)?;
-    let mut bundle = common::load_bundle(&args.model, &device)?;
-    let set = bundle_films(
-        &args.data,
-        &bundle,
-        &bundle.config.split.validation_patients,
-    )?;
+    let mut bundle = args.upgrade.device.load(&args.upgrade.model)?;
+    let set = bundle_side_films(&args.upgrade.data, &bundle.config, Side::Validation)?;
     let images: Vec<_> = set.images.iter().collect();
-    let probabilities = bundle.predict(&images, args.batch_size, &device)?;
+    let probabilities = bundle.probabilities(&images)?;
     let labels: Vec<bool> = set
         .samples
         .iter()
@@ -71,9 +50,10 @@ fn run() -> Result<()> {
     bundle.config.calibration = Some(calibration);
     bundle.config.operating_points = points;
     bundle.config.format_version = BUNDLE_FORMAT_VERSION;
-    let path = args.model.join(Bundle::CONFIG);
-    std::fs::write(&path, serde_json::to_string_pretty(&bundle.config)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("updated {}", path.display());
+    Bundle::save_config(&args.upgrade.model, &bundle.config)?;
+    eprintln!(
+        "updated {}",
+        args.upgrade.model.join(Bundle::CONFIG).display()
+    );
     Ok(())
 }

@@ -7,30 +7,19 @@
 
 mod common;
 
-use common::bundle_films;
-
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use xray_pneumonia::eval::DISCLAIMER;
-use xray_pneumonia::pipeline::{fit_ood, keep_freed_memory, pick_device, OOD_QUANTILE};
-use xray_pneumonia::train::{Bundle, BUNDLE_FORMAT_VERSION};
+use xray_pneumonia::data::Side;
+use xray_pneumonia::infer::{Bundle, OodStatistics, BUNDLE_FORMAT_VERSION, OOD_QUANTILE};
+use xray_pneumonia::pipeline::bundle_side_films;
 
 #[derive(Parser, Debug)]
 #[command(
     about = "Fit a bundle's out-of-distribution statistics on its training and validation patients"
 )]
 struct Args {
-    /// Model bundle directory; its config.json is rewritten.
-    #[arg(long)]
-    model: PathBuf,
-    /// Dataset root the bundle was trained on (its split folder is read from the bundle).
-    #[arg(long, default_value = "../shared/data/kermany224")]
-    data: PathBuf,
-    /// Run on CPU even if a GPU is available.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    upgrade: common::UpgradeArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,22 +27,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    keep_freed_memory();
     let args = Args::parse();
-    eprintln!("{DISCLAIMER}");
-    let device = pick_device(args.cpu)?;
-    let mut bundle = common::load_bundle(&args.model, &device)?;
-    let train = bundle_films(&args.data, &bundle, &bundle.config.split.train_patients)?;
-    let validation = bundle_films(
-        &args.data,
-        &bundle,
-        &bundle.config.split.validation_patients,
-    )?;
-    let ood = fit_ood(
+    let mut bundle = args.upgrade.device.load(&args.upgrade.model)?;
+    let train = bundle_side_films(&args.upgrade.data, &bundle.config, Side::Train)?;
+    let validation = bundle_side_films(&args.upgrade.data, &bundle.config, Side::Validation)?;
+    let ood = OodStatistics::fit(
         &bundle,
         &train.images.iter().collect::<Vec<_>>(),
         &validation.images.iter().collect::<Vec<_>>(),
-        &device,
     )?;
     eprintln!(
         "fitted on {} training films; thresholds: features {:.3}, appearance {:.3} ({}th \
@@ -66,9 +47,10 @@ fn run() -> Result<()> {
     );
     bundle.config.ood = Some(ood);
     bundle.config.format_version = BUNDLE_FORMAT_VERSION;
-    let path = args.model.join(Bundle::CONFIG);
-    std::fs::write(&path, serde_json::to_string_pretty(&bundle.config)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("updated {}", path.display());
+    Bundle::save_config(&args.upgrade.model, &bundle.config)?;
+    eprintln!(
+        "updated {}",
+        args.upgrade.model.join(Bundle::CONFIG).display()
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use xray_data::{images_to_tensor, GrayImage};
 use xray_eval::plots::{
     render, ConfusionPlot, PrPlot, ReliabilityPlot, RocPlot, TrainingCurvesPlot,
 };
@@ -14,7 +15,10 @@ use xray_eval::{
     Block, BootstrapConfig, ConfusionMatrix, EvalError, Figure, MetricIntervals, Metrics,
     OperatingPoint, PrCurve, PredictiveValues, Report, RocCurve, TemperatureScaling, DISCLAIMER,
 };
-use xray_train::{BundleConfig, NamedThreshold};
+use xray_eval::{heat_overlay, vanilla_gradient};
+use xray_infer::{Bundle, BundleConfig, NamedThreshold};
+
+use crate::Error;
 
 /// Bins of the calibration error and reliability diagram.
 pub const CALIBRATION_BINS: usize = 10;
@@ -94,7 +98,9 @@ pub struct Evaluation {
     pub notes: Vec<String>,
 }
 
-fn patient_groups(patients: &[String]) -> Vec<usize> {
+/// A group index per film, one per distinct patient (in order of first appearance): what the
+/// patient bootstrap resamples.
+pub fn patient_groups(patients: &[String]) -> Vec<usize> {
     let mut ids: HashMap<&str, usize> = HashMap::new();
     patients
         .iter()
@@ -580,4 +586,53 @@ pub fn build_report(
     }
     r.push(Block::Paragraph(DISCLAIMER.into()));
     r
+}
+
+/// The `per_kind` most confident missed pneumonias (top row) and false alarms (bottom row),
+/// each with its vanilla-gradient overlay, as one PNG, and a caption naming them; `None` when
+/// there is no error. `images` are at the bundle's input size.
+pub fn confident_errors_grid(
+    bundle: &Bundle,
+    images: &[&GrayImage],
+    names: &[String],
+    probabilities: &[f64],
+    labels: &[bool],
+    per_kind: usize,
+) -> Result<Option<(String, Vec<u8>)>, Error> {
+    let threshold = bundle.config.threshold.value;
+    let mut missed: Vec<usize> = (0..labels.len())
+        .filter(|&i| labels[i] && probabilities[i] < threshold)
+        .collect();
+    missed.sort_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]));
+    let mut false_alarms: Vec<usize> = (0..labels.len())
+        .filter(|&i| !labels[i] && probabilities[i] >= threshold)
+        .collect();
+    false_alarms.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    missed.truncate(per_kind);
+    false_alarms.truncate(per_kind);
+    if missed.is_empty() && false_alarms.is_empty() {
+        return Ok(None);
+    }
+    let size = bundle.config.preprocessing.size;
+    let columns = missed.len().max(false_alarms.len()) as u32;
+    let mut grid = image::RgbImage::from_pixel(columns * size, 2 * size, image::Rgb([255; 3]));
+    let mut caption = String::from("Top row: most confident missed pneumonias; bottom row: most confident false alarms (left to right): ");
+    for (row, kind) in [&missed, &false_alarms].iter().enumerate() {
+        for (column, &i) in kind.iter().enumerate() {
+            let input =
+                images_to_tensor(&[images[i]], &bundle.config.preprocessing, bundle.device())?;
+            let map = vanilla_gradient(|x| bundle.model.logits(x), &input)?;
+            let overlay = heat_overlay(images[i], &map, 0.6);
+            image::imageops::replace(
+                &mut grid,
+                &overlay,
+                (column as u32 * size) as i64,
+                (row as u32 * size) as i64,
+            );
+            caption += &format!("{} p={:.3}; ", names[i], probabilities[i]);
+        }
+    }
+    let mut png = Vec::new();
+    grid.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(Some((caption, png)))
 }

@@ -1,101 +1,83 @@
 //! Steps shared by the training and evaluation programs: device choice, data preparation,
-//! the threshold and metrics that close a run, and the bundle's records.
+//! the threshold and metrics that close a run, and the bundle's records. Process tuning (the
+//! allocator, the CUDA memory pool) is [`xray_ops::process`], for binaries to call.
 
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use candle_nn::VarMap;
 use sha2::{Digest, Sha256};
-use xray_data::Preprocessing;
 use xray_data::{
     load_images, scan_split, split_by_patient, DecodedSet, GrayImage, LoadOptions, PatientSplit,
-    Side, SplitConfig,
+    Sample, Side, SplitConfig,
 };
 use xray_eval::DISCLAIMER;
-use xray_eval::{
-    choose_threshold, ConfusionMatrix, FeatureDistance, Metrics, TemperatureScaling, ThresholdRule,
+use xray_eval::{choose_threshold, ConfusionMatrix, Metrics, TemperatureScaling, ThresholdRule};
+use xray_infer::{
+    Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, SplitRecord, ThresholdChoice,
+    TrainingRecord,
 };
-use xray_models::Architecture;
-use xray_train::{
-    appearance, Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, SplitRecord,
-    ThresholdChoice, TrainConfig, TrainError, TrainReport, TrainingRecord, APPEARANCE_DIM,
-};
+use xray_train::{TrainConfig, TrainError};
 
-/// Makes glibc keep freed memory for reuse instead of returning every large block to the kernel.
-///
-/// Tensors are large, short-lived allocations; by default glibc serves each from a fresh `mmap`
-/// whose pages fault in again, which here made inference 4x slower (system time above user
-/// time). Call it first thing in `main`. Does nothing off glibc.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters; it is called before any threads
-    // start and takes plain integers.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        // -1: never trim (mallopt(3)).
-        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
-        // Worker threads would otherwise get arenas of their own, whose heaps glibc unmaps
-        // whenever they fall empty, whatever the trim threshold: their pages then fault in
-        // again at the next step.
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-/// Makes the CUDA driver keep memory freed on `device` in its pool for reuse; does nothing on
-/// other devices (or without the `cuda` feature).
-///
-/// candle allocates through the driver's stream-ordered pool, which by default hands freed
-/// memory back at every synchronisation, so each step maps its tensors' memory again. On an
-/// H200 this made a 58 MB element-wise kernel 4-5x slower than the memory allows (measured in
-/// `docs/performance-notes.md`). [`pick_device`] calls it for the CUDA device it opens.
-pub fn keep_freed_device_memory(device: &Device) -> candle_core::Result<()> {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(cuda) = device {
-        use candle_core::cuda_backend::cudarc::driver::sys;
-        let stream = cuda.cuda_stream();
-        let context = stream.context();
-        if !context.has_async_alloc() {
-            return Ok(());
-        }
-        let failed = |what: &str, e: candle_core::cuda_backend::cudarc::driver::DriverError| {
-            candle_core::Error::Msg(format!("keep_freed_device_memory: {what}: {e}"))
-        };
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        let mut keep_all = u64::MAX;
-        // SAFETY: plain driver calls on a device the context holds; `pool` and `keep_all` are
-        // valid for the duration of each call, and the attribute takes a u64.
-        unsafe {
-            sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device())
-                .result()
-                .map_err(|e| failed("default memory pool", e))?;
-            sys::cuMemPoolSetAttribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                (&mut keep_all as *mut u64).cast(),
-            )
-            .result()
-            .map_err(|e| failed("release threshold", e))?;
-        }
-    }
-    let _ = device;
-    Ok(())
-}
+use crate::recipes::TrainedModel;
 
 /// The fastest device compiled in and present: CUDA, then Metal, else CPU (or CPU if `force_cpu`).
+/// A program may then tune it with [`xray_ops::process::keep_freed_device_memory`].
 pub fn pick_device(force_cpu: bool) -> candle_core::Result<Device> {
     if force_cpu {
         return Ok(Device::Cpu);
     }
     if candle_core::utils::cuda_is_available() {
-        let device = Device::new_cuda(0)?;
-        keep_freed_device_memory(&device)?;
-        return Ok(device);
+        return Device::new_cuda(0);
     }
     if candle_core::utils::metal_is_available() {
         return Device::new_metal(0);
     }
     Ok(Device::Cpu)
+}
+
+/// Keeps the samples whose patients are on `side` of a bundle's split.
+pub fn keep_side(samples: &mut Vec<Sample>, record: &SplitRecord, side: Side) {
+    let wanted: std::collections::HashSet<&String> = record.patients(side).iter().collect();
+    samples.retain(|s| wanted.contains(&s.patient_id));
+}
+
+/// The samples of `<data>/<split>` whose patients are on `side` of a bundle's split (every
+/// sample for `None`); an error if none is left.
+pub fn samples_on_side(
+    data: &Path,
+    split: &str,
+    record: &SplitRecord,
+    side: Option<Side>,
+) -> Result<Vec<Sample>, crate::Error> {
+    let mut samples = scan_split(data, split)?;
+    if let Some(side) = side {
+        keep_side(&mut samples, record, side);
+    }
+    if samples.is_empty() {
+        let side = side.map_or("any".to_string(), |s| format!("the {s}"));
+        return Err(crate::ErrorKind::Invalid(format!(
+            "no image of {}/{split} belongs to {side} patients of the bundle's split",
+            data.display()
+        ))
+        .into());
+    }
+    Ok(samples)
+}
+
+/// The films of the bundle's own split folder under `data` whose patients are on `side`,
+/// decoded at the bundle's input size.
+pub fn bundle_side_films(
+    data: &Path,
+    bundle: &BundleConfig,
+    side: Side,
+) -> Result<DecodedSet, crate::Error> {
+    let samples = samples_on_side(data, &bundle.data.split_folder, &bundle.split, Some(side))?;
+    let options = LoadOptions {
+        size: bundle.preprocessing.size,
+        skip_unreadable: false,
+    };
+    Ok(load_images(samples, &options)?)
 }
 
 /// Decoded images of one split folder and their patient-level split.
@@ -232,10 +214,7 @@ impl PreparedData {
     }
 }
 
-/// Lower-case hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use xray_infer::hex;
 
 /// The threshold chosen on validation by `rule`, and the metrics it gives on validation and on
 /// the held-out test side.
@@ -299,35 +278,6 @@ pub fn fit_on_validation(
     Ok((calibration, points))
 }
 
-/// The quantile of validation films' distances that becomes each out-of-distribution threshold
-/// (features and appearance): together they flag about 1 film in 100 like the validation ones.
-pub const OOD_QUANTILE: f64 = 0.995;
-
-/// Fits `bundle`'s out-of-distribution statistics on the (unaugmented) training films and sets
-/// each threshold at [`OOD_QUANTILE`] of the validation films' distances.
-pub fn fit_ood(
-    bundle: &Bundle,
-    train_images: &[&GrayImage],
-    validation_images: &[&GrayImage],
-    device: &Device,
-) -> Result<OodStatistics, TrainError> {
-    let descriptors = |images: &[&GrayImage]| -> Vec<f32> {
-        images.iter().flat_map(|im| appearance(im)).collect()
-    };
-    let (train, dim) = bundle.pooled_features(train_images, 32, device)?;
-    let features = FeatureDistance::fit(&train, dim)?;
-    let (validation, _) = bundle.pooled_features(validation_images, 32, device)?;
-    let scores = features.scores(&validation)?;
-    let features = features.with_threshold(&scores, OOD_QUANTILE)?;
-    let appearance = FeatureDistance::fit(&descriptors(train_images), APPEARANCE_DIM)?;
-    let scores = appearance.scores(&descriptors(validation_images))?;
-    let appearance = appearance.with_threshold(&scores, OOD_QUANTILE)?;
-    Ok(OodStatistics {
-        features,
-        appearance,
-    })
-}
-
 /// A one-screen table of metrics, labelled with where they come from.
 pub fn metrics_table(rows: &[(&str, &Metrics)]) -> String {
     let mut out = format!(
@@ -343,15 +293,15 @@ pub fn metrics_table(rows: &[(&str, &Metrics)]) -> String {
     out
 }
 
-/// Prints to stderr what [`prepare_data`] read: skipped files and the size of each side.
+/// Logs (at info level) what [`prepare_data`] read: skipped files and the size of each side.
 pub fn describe_data(data: &PreparedData, seed: u64) {
     if !data.set.skipped.is_empty() {
-        eprintln!("skipped {} unreadable image(s):", data.set.skipped.len());
+        log::warn!("skipped {} unreadable image(s):", data.set.skipped.len());
         for s in &data.set.skipped {
-            eprintln!("  {}: {}", s.path.display(), s.reason);
+            log::warn!("  {}: {}", s.path.display(), s.reason);
         }
     }
-    eprintln!(
+    log::info!(
         "{} images: train {}, validation {}, test {} (patient-level split, seed {seed})",
         data.set.samples.len(),
         data.split.train.len(),
@@ -367,64 +317,46 @@ pub fn threshold_rule(target_sensitivity: Option<f64>) -> ThresholdRule {
     })
 }
 
-/// What a finished training run hands to [`save_run`].
-pub struct FinishedRun {
-    /// The network.
-    pub architecture: Architecture,
-    /// How films became inputs.
-    pub preprocessing: Preprocessing,
+/// How a finished training run was set up: what [`save_run`] records beside the model.
+pub struct RunContext {
     /// The trainer's settings.
     pub config: TrainConfig,
     /// The split's settings.
     pub split_config: SplitConfig,
-    /// Free-form recipe details; the command-line arguments are added.
-    pub recipe: serde_json::Value,
-    /// What the trainer reported.
-    pub report: TrainReport,
-    /// One JSON line per epoch.
-    pub log: Vec<String>,
     /// When the program started, for the total time.
     pub started: Instant,
     /// How to choose the threshold on validation.
     pub rule: ThresholdRule,
-    /// Pneumonia probabilities of the validation side.
-    pub validation_probabilities: Vec<f64>,
-    /// Pneumonia probabilities of the held-out test side.
-    pub test_probabilities: Vec<f64>,
 }
 
 /// Chooses the threshold on validation, scores both held-out sides, writes the bundle and
-/// `train_log.jsonl` into `out`, and prints the metrics table.
+/// `train_log.jsonl` into `out`, and logs the metrics table.
 pub fn save_run(
     out: &Path,
     data: &PreparedData,
-    varmap: &VarMap,
-    run: FinishedRun,
+    trained: TrainedModel,
+    run: RunContext,
 ) -> Result<BundleConfig, TrainError> {
+    let varmap = &trained.varmap;
     let (threshold, val_metrics, test_metrics) = close_run(
         run.rule,
-        (
-            &run.validation_probabilities,
-            &data.labels(Side::Validation),
-        ),
-        (&run.test_probabilities, &data.labels(Side::Test)),
+        (&trained.scores.validation, &data.labels(Side::Validation)),
+        (&trained.scores.test, &data.labels(Side::Test)),
     )?;
-    let mut recipe = run.recipe;
+    let mut recipe = trained.recipe;
     recipe["arguments"] = serde_json::json!(std::env::args().skip(1).collect::<Vec<_>>());
     let training = TrainingRecord {
-        config: run.config,
+        config: run.config.to_record(),
         recipe,
-        epochs_run: run.report.epochs.len(),
-        best_epoch: run.report.best_epoch,
+        epochs_run: trained.scores.report.epochs.len(),
+        best_epoch: trained.scores.report.best_epoch,
         seconds: run.started.elapsed().as_secs_f64(),
     };
-    let (calibration, operating_points) = fit_on_validation(
-        &run.validation_probabilities,
-        &data.labels(Side::Validation),
-    )?;
+    let (calibration, operating_points) =
+        fit_on_validation(&trained.scores.validation, &data.labels(Side::Validation))?;
     let mut bundle = BundleConfig::new(
-        run.architecture,
-        run.preprocessing,
+        trained.architecture,
+        trained.preprocessing,
         threshold,
         run.config.seed,
         data.split_record(&run.split_config),
@@ -443,37 +375,43 @@ pub fn save_run(
         .map(|v| v.device().clone())
         .unwrap_or(Device::Cpu);
     let saved = Bundle::load(out, &device)?;
-    let ood = fit_ood(
+    let ood = OodStatistics::fit(
         &saved,
         &data.images(Side::Train),
         &data.images(Side::Validation),
-        &device,
     )?;
-    eprintln!(
+    log::info!(
         "out-of-distribution thresholds: features {:.3}, appearance {:.3} ({}th percentile of \
          validation films)",
         ood.features.threshold,
         ood.appearance.threshold,
-        OOD_QUANTILE * 100.0
+        xray_infer::OOD_QUANTILE * 100.0
     );
     bundle.ood = Some(ood);
     Bundle::save(out, &bundle, varmap)?;
     let log_path = out.join("train_log.jsonl");
-    std::fs::write(&log_path, run.log.join("\n") + "\n").map_err(|e| TrainError::BundleIo {
+    let log: Vec<String> = trained
+        .scores
+        .report
+        .epochs
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+        .collect();
+    std::fs::write(&log_path, log.join("\n") + "\n").map_err(|source| TrainError::Io {
         path: log_path,
-        reason: e.to_string(),
+        source,
     })?;
-    eprint!(
-        "{}",
+    log::info!(
+        "\n{}",
         metrics_table(&[
             ("own validation split", &val_metrics),
             ("own held-out test split", &test_metrics)
         ])
     );
-    eprintln!(
+    log::info!(
         "saved {} (best epoch {}, {:.0} s in all). {DISCLAIMER}",
         out.display(),
-        run.report.best_epoch,
+        trained.scores.report.best_epoch,
         run.started.elapsed().as_secs_f64()
     );
     Ok(bundle)

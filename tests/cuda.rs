@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use xray_pneumonia::data::{images_to_tensor, load_images, scan_split, GrayImage, LoadOptions};
-use xray_pneumonia::train::Bundle;
+use xray_pneumonia::infer::Bundle;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,16 +54,18 @@ fn weight_gradients(
 fn check_bundle(name: &str) {
     let dir = root().join("models").join(name);
     let gpu = Device::new_cuda(0).expect("the cuda feature expects a CUDA device");
-    let on_cpu = Bundle::load(&dir, &Device::Cpu).expect("load on CPU");
-    let on_gpu = Bundle::load(&dir, &gpu).expect("load on GPU");
+    let on_cpu = Bundle::load(&dir, &Device::Cpu)
+        .expect("load on CPU")
+        .with_batch_size(8);
+    let on_gpu = Bundle::load(&dir, &gpu)
+        .expect("load on GPU")
+        .with_batch_size(8);
     let films = heldout_films(&on_cpu);
     let refs: Vec<&GrayImage> = films.iter().collect();
     assert!(refs.len() >= 15, "{name}: only {} films", refs.len());
 
-    let cpu = on_cpu
-        .predict_with_ood(&refs, 8, &Device::Cpu)
-        .expect("CPU");
-    let cuda = on_gpu.predict_with_ood(&refs, 8, &gpu).expect("GPU");
+    let cpu = on_cpu.predict_batch(&refs).expect("CPU");
+    let cuda = on_gpu.predict_batch(&refs).expect("GPU");
     for (i, (c, g)) in cpu.iter().zip(&cuda).enumerate() {
         assert!(
             (c.probability - g.probability).abs() < 1e-4,
@@ -113,4 +115,24 @@ fn mobilenet_runs_the_same_on_gpu() {
 #[test]
 fn scratch_cnn_runs_the_same_on_gpu() {
     check_bundle("scratch_cnn");
+}
+
+/// The trainer refuses a model built on another device than the one it trains on, naming a
+/// parameter; `Classifier::seeded`, which `train_scratch` uses, builds on the device it is given.
+#[test]
+fn a_model_on_another_device_is_refused_by_the_trainer() {
+    use candle_nn::VarMap;
+    use xray_pneumonia::models::{Architecture, Classifier, ScratchCnnConfig};
+    use xray_pneumonia::train::{check_devices, TrainError};
+    let gpu = Device::new_cuda(0).expect("the cuda feature expects a CUDA device");
+    let architecture = Architecture::ScratchCnn(ScratchCnnConfig::default());
+    let on_cpu = VarMap::new();
+    Classifier::seeded(&architecture, &on_cpu, 42, &Device::Cpu).expect("CPU model");
+    match check_devices(&on_cpu, &gpu) {
+        Err(TrainError::DeviceMismatch { parameter, .. }) => assert!(!parameter.is_empty()),
+        other => panic!("a CPU model on a CUDA trainer must be refused, got {other:?}"),
+    }
+    let on_gpu = VarMap::new();
+    Classifier::seeded(&architecture, &on_gpu, 42, &gpu).expect("GPU model");
+    check_devices(&on_gpu, &gpu).expect("a model built on the training device is accepted");
 }

@@ -11,12 +11,10 @@ use xray_pneumonia::data::{
     SplitConfig,
 };
 use xray_pneumonia::eval::{heat_overlay, vanilla_gradient, ThresholdRule};
+use xray_pneumonia::infer::{Bundle, BundleConfig, TrainingRecord};
 use xray_pneumonia::models::{seeded_init, Architecture, Classifier, ScratchCnnConfig};
 use xray_pneumonia::pipeline::{close_run, prepare_data};
-use xray_pneumonia::train::{
-    fit, predict_probabilities, Bundle, BundleConfig, ImageBatches, TrainConfig, TrainTarget,
-    TrainingRecord,
-};
+use xray_pneumonia::train::{fit, predict_probabilities, ImageBatches, TrainConfig, TrainTarget};
 
 fn kermany() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/kermany224")
@@ -104,7 +102,7 @@ fn train_save_reload_and_explain_on_real_films() -> anyhow::Result<()> {
         (&test_probs, &data.labels(Side::Test)),
     )?;
     let training = TrainingRecord {
-        config,
+        config: config.to_record(),
         recipe: serde_json::json!({}),
         epochs_run: report.epochs.len(),
         best_epoch: report.best_epoch,
@@ -123,12 +121,12 @@ fn train_save_reload_and_explain_on_real_films() -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     Bundle::save(dir.path(), &bundle_config, &varmap)?;
-    let bundle = Bundle::load(dir.path(), &device)?;
+    let bundle = Bundle::load(dir.path(), &device)?.with_batch_size(16);
     assert_eq!(
         bundle.config.split.test_patients,
         data.split.patients(&data.set.samples, Side::Test)
     );
-    let reloaded = bundle.predict(&data.images(Side::Test), 16, &device)?;
+    let reloaded = bundle.probabilities(&data.images(Side::Test))?;
     assert_eq!(
         reloaded, test_probs,
         "the reloaded bundle predicts identically"

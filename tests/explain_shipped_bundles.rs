@@ -9,7 +9,7 @@ use candle_core::Device;
 use xray_pneumonia::data::{load_images, scan_split, LoadOptions};
 use xray_pneumonia::eval::{integrated_gradients, ExplainedClass};
 use xray_pneumonia::explain::{saliency, Method, MethodSettings, References};
-use xray_pneumonia::train::Bundle;
+use xray_pneumonia::infer::Bundle;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

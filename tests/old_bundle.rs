@@ -8,7 +8,7 @@ use candle_core::Device;
 use xray_pneumonia::data::GrayImage;
 use xray_pneumonia::eval::BootstrapConfig;
 use xray_pneumonia::evaluation::{Evaluation, EvaluationInput};
-use xray_pneumonia::train::Bundle;
+use xray_pneumonia::infer::Bundle;
 
 #[test]
 fn format_one_bundle_evaluates_with_a_note() {
@@ -28,7 +28,9 @@ fn format_one_bundle_evaluates_with_a_note() {
     )
     .expect("copy weights");
     let device = Device::Cpu;
-    let bundle = Bundle::load(dir.path(), &device).expect("format-1 bundle loads");
+    let bundle = Bundle::load(dir.path(), &device)
+        .expect("format-1 bundle loads")
+        .with_batch_size(4);
     assert!(bundle.config.calibration.is_none());
     assert!(bundle.config.operating_points.is_empty());
 
@@ -37,7 +39,7 @@ fn format_one_bundle_evaluates_with_a_note() {
         .map(|k| GrayImage::from_pixel(size, size, image::Luma([k as f32 / 6.0])))
         .collect();
     let refs: Vec<&GrayImage> = films.iter().collect();
-    let probabilities = bundle.predict(&refs, 4, &device).expect("predict");
+    let probabilities = bundle.probabilities(&refs).expect("predict");
     let labels = [false, true, false, true, true, false];
     let patients: Vec<String> = (0..6).map(|k| format!("p{k}")).collect();
     let evaluation = Evaluation::compute(&EvaluationInput {

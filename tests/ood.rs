@@ -9,7 +9,7 @@ use image::imageops::{crop_imm, resize, FilterType};
 use image::Luma;
 use rand::{Rng, SeedableRng};
 use xray_pneumonia::data::{load_images, scan_split, GrayImage, LoadOptions};
-use xray_pneumonia::train::Bundle;
+use xray_pneumonia::infer::{Bundle, Decision, ReferReason};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -98,7 +98,9 @@ fn non_chest(size: u32) -> Vec<(&'static str, GrayImage)> {
 
 fn check_bundle(dir: &Path) {
     let device = Device::Cpu;
-    let bundle = Bundle::load(dir, &device).expect("bundle");
+    let bundle = Bundle::load(dir, &device)
+        .expect("bundle")
+        .with_batch_size(8);
     assert!(
         bundle.config.ood.is_some(),
         "{} has no out-of-distribution statistics",
@@ -108,7 +110,7 @@ fn check_bundle(dir: &Path) {
     let films = heldout_films(&bundle, 24);
     assert_eq!(films.len(), 24);
     let refs: Vec<&GrayImage> = films.iter().collect();
-    let real = bundle.predict_with_ood(&refs, 8, &device).expect("predict");
+    let real = bundle.predict_batch(&refs).expect("predict");
     let real_scores: Vec<f64> = real.iter().map(|p| p.ood_score.expect("score")).collect();
     let flagged_real = real
         .iter()
@@ -130,7 +132,7 @@ fn check_bundle(dir: &Path) {
         outliers.push((name.to_string(), image));
     }
     let refs: Vec<&GrayImage> = outliers.iter().map(|(_, im)| im).collect();
-    let predicted = bundle.predict_with_ood(&refs, 8, &device).expect("predict");
+    let predicted = bundle.predict_batch(&refs).expect("predict");
     let median_real = {
         let mut s = real_scores.clone();
         s.sort_by(f64::total_cmp);
@@ -148,7 +150,31 @@ fn check_bundle(dir: &Path) {
             dir.display(),
             p.ood_score,
         );
+        assert_eq!(
+            p.decision,
+            Decision::Refer,
+            "{}: {name} is not referred",
+            dir.display()
+        );
+        assert!(
+            p.refer_reasons
+                .iter()
+                .any(|r| matches!(r, ReferReason::OutOfDistribution { .. })),
+            "{}: {name}: reasons {:?}",
+            dir.display(),
+            p.refer_reasons
+        );
     }
+    let referred_real = real
+        .iter()
+        .filter(|p| p.decision == Decision::Refer)
+        .count();
+    assert_eq!(
+        referred_real,
+        flagged_real,
+        "{}: only flagged real films are referred",
+        dir.display()
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use xray_pneumonia::eval::{BootstrapConfig, TemperatureScaling, ThresholdRule};
 use xray_pneumonia::evaluation::{
     build_report, evaluation_figures, Evaluation, EvaluationInput, ReportContext,
 };
-use xray_pneumonia::train::{BundleConfig, NamedThreshold};
+use xray_pneumonia::infer::{BundleConfig, NamedThreshold};
 
 /// A format-2 bundle config: the committed MobileNetV2 one, calibrated here if it is not yet.
 fn bundle_config() -> BundleConfig {

@@ -5,6 +5,14 @@ use std::process::ExitCode;
 /// Runs `body` and turns an error into one line on stderr (the whole cause chain, outermost
 /// first) and a failing exit code, instead of a multi-line report or a panic.
 pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    eprintln!("{}", xray_pneumonia::eval::DISCLAIMER);
+    // The libraries log through `log`; show their messages (info and up, or RUST_LOG) bare.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(buf, "{}", record.args())
+        })
+        .init();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -14,45 +22,17 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Which patients of a folder a program scores: all, or one held-out side of a bundle's split.
-// Not every example filters by patient; those that do share this.
+/// Tunes the process for tensors (glibc keeps freed memory) and opens the fastest device (or the
+/// CPU with `force_cpu`), telling a CUDA device's memory pool to keep freed memory too. Call it
+/// before any other thread starts.
+// bench picks its device itself.
 #[allow(dead_code)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Holdout {
-    /// Every image of the folder.
-    All,
-    /// Only the bundle's validation patients.
-    Validation,
-    /// Only the bundle's held-out test patients.
-    Test,
-}
-
-#[allow(dead_code)]
-impl Holdout {
-    /// Keeps the samples whose patient is on this side of `split` (all of them for `All`).
-    pub fn retain(
-        self,
-        samples: &mut Vec<xray_pneumonia::data::Sample>,
-        split: &xray_pneumonia::train::SplitRecord,
-    ) {
-        let side = match self {
-            Holdout::All => return,
-            Holdout::Validation => &split.validation_patients,
-            Holdout::Test => &split.test_patients,
-        };
-        let wanted: std::collections::HashSet<&String> = side.iter().collect();
-        samples.retain(|s| wanted.contains(&s.patient_id));
-    }
-
-    /// Lower-case name, as on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Holdout::All => "all",
-            Holdout::Validation => "validation",
-            Holdout::Test => "test",
-        }
-    }
+pub fn tuned_device(force_cpu: bool) -> anyhow::Result<candle_core::Device> {
+    use xray_pneumonia::ops::process::{keep_freed_device_memory, keep_freed_memory};
+    keep_freed_memory();
+    let device = xray_pneumonia::pipeline::pick_device(force_cpu)?;
+    keep_freed_device_memory(&device)?;
+    Ok(device)
 }
 
 /// Which training augmentation a training program uses.
@@ -76,28 +56,72 @@ impl AugmentationKind {
     }
 }
 
-/// The films of `patients` in the bundle's split folder under `data`, decoded at the bundle's
-/// input size; an error if none of them is there.
+/// Where a program runs its model: the device and the films per forward pass.
 #[allow(dead_code)]
-pub fn bundle_films(
-    data: &std::path::Path,
-    bundle: &xray_pneumonia::train::Bundle,
-    patients: &[String],
-) -> anyhow::Result<xray_pneumonia::data::DecodedSet> {
-    let split = &bundle.config.data.split_folder;
-    let wanted: std::collections::HashSet<&String> = patients.iter().collect();
-    let mut samples = xray_pneumonia::data::scan_split(data, split)?;
-    samples.retain(|s| wanted.contains(&s.patient_id));
-    anyhow::ensure!(
-        !samples.is_empty(),
-        "no image of {}/{split} belongs to the bundle's patients",
-        data.display()
-    );
-    let options = xray_pneumonia::data::LoadOptions {
-        size: bundle.config.preprocessing.size,
-        skip_unreadable: false,
-    };
-    Ok(xray_pneumonia::data::load_images(samples, &options)?)
+#[derive(clap::Args, Debug)]
+pub struct DeviceArgs {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Run on CPU even if a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+#[allow(dead_code)]
+impl DeviceArgs {
+    /// Tunes the process, opens the device and loads the bundle in `dir` onto it.
+    pub fn load(&self, dir: &std::path::Path) -> anyhow::Result<xray_pneumonia::infer::Bundle> {
+        let device = tuned_device(self.cpu)?;
+        self.load_on(dir, &device)
+    }
+
+    /// Loads the bundle in `dir` onto an open `device`.
+    pub fn load_on(
+        &self,
+        dir: &std::path::Path,
+        device: &candle_core::Device,
+    ) -> anyhow::Result<xray_pneumonia::infer::Bundle> {
+        Ok(load_bundle(dir, device)?.with_batch_size(self.batch_size))
+    }
+}
+
+/// A trained bundle to add fitted parts to, and the data it was trained on.
+#[allow(dead_code)]
+#[derive(clap::Args, Debug)]
+pub struct UpgradeArgs {
+    /// Model bundle directory; its config.json is rewritten.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Dataset root the bundle was trained on (its split folder is read from the bundle).
+    #[arg(long, default_value = "../shared/data/kermany224")]
+    pub data: std::path::PathBuf,
+}
+
+/// Which labelled films a program scores.
+#[allow(dead_code)]
+#[derive(clap::Args, Debug)]
+pub struct FilmArgs {
+    /// Dataset root holding <split>/{NORMAL,PNEUMONIA}.
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+    /// Folder under the root.
+    #[arg(long)]
+    pub split: String,
+    /// Only the patients on this side of the bundle's own split (train, validation or test; for
+    /// the folder the bundle was trained on); omitted, every film.
+    #[arg(long)]
+    pub holdout: Option<xray_pneumonia::data::Side>,
+}
+
+#[allow(dead_code)]
+impl FilmArgs {
+    /// `all`, or the side's name.
+    pub fn holdout_name(&self) -> &'static str {
+        self.holdout.map_or("all", xray_pneumonia::data::Side::name)
+    }
 }
 
 /// Loads the bundle in `dir` onto `device`, naming the directory if that fails.
@@ -105,8 +129,175 @@ pub fn bundle_films(
 pub fn load_bundle(
     dir: &std::path::Path,
     device: &candle_core::Device,
-) -> anyhow::Result<xray_pneumonia::train::Bundle> {
+) -> anyhow::Result<xray_pneumonia::infer::Bundle> {
     use anyhow::Context;
-    xray_pneumonia::train::Bundle::load(dir, device)
+    xray_pneumonia::infer::Bundle::load(dir, device)
         .with_context(|| format!("loading bundle {}", dir.display()))
+}
+
+/// What both training programs take besides their own hyper-parameters.
+#[allow(dead_code)]
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Most epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Epochs without a better validation AUC before stopping.
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Dataset root holding <split>/{NORMAL,PNEUMONIA}.
+    #[arg(long, default_value = "../shared/data/kermany224")]
+    pub data: std::path::PathBuf,
+    /// Folder under the root to split by patient into train/validation/test.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Training augmentation: `strong` (gamma, blur, noise, wider ranges) or `standard`.
+    #[arg(long, value_enum, default_value_t = AugmentationKind::Strong)]
+    pub augmentation: AugmentationKind,
+    /// Seed of the split, initialisation, shuffling and augmentation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Sensitivity the threshold must reach on validation; omit for Youden's J.
+    #[arg(long)]
+    pub target_sensitivity: Option<f64>,
+    /// Skip unreadable images (listed in the bundle) instead of stopping.
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    /// Use only the first N images of each class (smoke tests).
+    #[arg(long)]
+    pub limit_per_class: Option<usize>,
+    /// Continue an interrupted run from `<out>/checkpoint.safetensors` (written after every
+    /// epoch; same arguments needed). Without it a run starts afresh.
+    #[arg(long)]
+    pub resume: bool,
+    /// Run on CPU even if a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+#[allow(dead_code)]
+impl RunArgs {
+    /// The trainer's settings these arguments give (one warm-up epoch).
+    pub fn train_config(&self, class_weighted: bool) -> xray_pneumonia::train::TrainConfig {
+        xray_pneumonia::train::TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.lr,
+            weight_decay: self.weight_decay,
+            warmup_epochs: 1,
+            patience: self.patience,
+            seed: self.seed,
+            class_weighted,
+        }
+    }
+}
+
+/// Parses the command line of `T` with `defaults` (argument id, value) in place of those its
+/// definition gives: the training programs share [`RunArgs`] but not their recipes' defaults.
+#[allow(dead_code)]
+pub fn parse_with_defaults<T: clap::Parser>(defaults: &[(&'static str, &'static str)]) -> T {
+    let mut command = T::command();
+    for &(id, value) in defaults {
+        command = command.mut_arg(id, |arg| arg.default_value(value));
+    }
+    let matches = command.get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// A progress bar per epoch, and each finished epoch's record as a JSON line on stdout.
+#[allow(dead_code)]
+#[derive(Default)]
+pub struct EpochLog {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl xray_pneumonia::train::Observer for EpochLog {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize) {
+        let bar = self.bar.get_or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "epoch {msg} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            indicatif::ProgressBar::new(steps as u64)
+                .with_style(style)
+                .with_message(format!("{}", epoch + 1))
+        });
+        bar.set_position(step as u64 + 1);
+    }
+
+    fn on_epoch(
+        &mut self,
+        record: &xray_pneumonia::train::EpochRecord,
+    ) -> Result<(), xray_pneumonia::train::TrainError> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!("{}", serde_json::to_string(record).unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// Prepares the data as `args` say, trains with `recipe` (checkpointing every epoch to
+/// `<out>/checkpoint.safetensors`, resuming from it with `--resume`), writes the bundle to `out`
+/// and removes the checkpoint.
+#[allow(dead_code)]
+pub fn train_bundle(
+    args: &RunArgs,
+    out: &std::path::Path,
+    size: u32,
+    config: xray_pneumonia::train::TrainConfig,
+    recipe: impl FnOnce(
+        xray_pneumonia::recipes::RecipeRun<'_>,
+    ) -> Result<xray_pneumonia::recipes::TrainedModel, xray_pneumonia::Error>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use xray_pneumonia::pipeline::{describe_data, prepare_data, save_run, threshold_rule};
+    let started = std::time::Instant::now();
+    let device = tuned_device(args.cpu)?;
+    let split_config = xray_pneumonia::data::SplitConfig {
+        seed: args.seed,
+        ..Default::default()
+    };
+    let data = prepare_data(
+        &args.data,
+        &args.split,
+        size,
+        args.skip_unreadable,
+        args.limit_per_class,
+        &split_config,
+    )
+    .with_context(|| format!("preparing {}", args.data.display()))?;
+    describe_data(&data, args.seed);
+    let checkpoint = out.join("checkpoint.safetensors");
+    let mut log = EpochLog::default();
+    let trained = recipe(xray_pneumonia::recipes::RecipeRun {
+        data: &data,
+        device: &device,
+        train: config,
+        augmentation: args.augmentation.config(),
+        observer: &mut log,
+        checkpoint: Some((checkpoint.clone(), args.resume)),
+    })?;
+    let context = xray_pneumonia::pipeline::RunContext {
+        config,
+        split_config,
+        started,
+        rule: threshold_rule(args.target_sensitivity),
+    };
+    save_run(out, &data, trained, context)?;
+    match std::fs::remove_file(&checkpoint) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", checkpoint.display()))
+        }
+        _ => Ok(()),
+    }
 }

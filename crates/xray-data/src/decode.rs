@@ -68,15 +68,29 @@ fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
     tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
+/// A film at the model's `size` x `size` input, resized as every training film was (a triangle
+/// filter); a film already at that size is returned as it is, untouched.
+pub fn resize_to_input(film: &GrayImage, size: u32) -> std::borrow::Cow<'_, GrayImage> {
+    if film.dimensions() == (size, size) {
+        std::borrow::Cow::Borrowed(film)
+    } else {
+        std::borrow::Cow::Owned(image::imageops::resize(
+            film,
+            size,
+            size,
+            FilterType::Triangle,
+        ))
+    }
+}
+
 /// Reads, hashes, decodes and resizes one file.
 fn load_one(path: &Path, size: u32) -> Result<(GrayImage, [u8; 32]), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     let image = decode_gray(path, &bytes)?;
-    let image = if image.dimensions() == (size, size) {
-        image
-    } else {
-        image::imageops::resize(&image, size, size, FilterType::Triangle)
+    let image = match resize_to_input(&image, size) {
+        std::borrow::Cow::Borrowed(_) => image,
+        std::borrow::Cow::Owned(resized) => resized,
     };
     Ok((image, hash))
 }

@@ -27,7 +27,9 @@ mod split;
 
 pub use augment::{augment, test_time_views, AugmentConfig, ViewTransform};
 pub use batch::{epoch_order, images_to_tensor};
-pub use decode::{decode_gray, load_images, DecodedSet, GrayImage, LoadOptions, SkippedImage};
+pub use decode::{
+    decode_gray, load_images, resize_to_input, DecodedSet, GrayImage, LoadOptions, SkippedImage,
+};
 pub use error::DataError;
 pub use layout::{scan_split, Label, Sample};
 pub use manifest::read_manifest;

@@ -40,6 +40,37 @@ pub enum Side {
     Test,
 }
 
+impl Side {
+    /// The three sides, in order.
+    pub const ALL: [Side; 3] = [Side::Train, Side::Validation, Side::Test];
+
+    /// Lower-case name, as on command lines and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Train => "train",
+            Side::Validation => "validation",
+            Side::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Side {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Side::ALL
+            .into_iter()
+            .find(|side| side.name() == s)
+            .ok_or_else(|| format!("unknown side {s:?}: train, validation or test"))
+    }
+}
+
 /// Indices into the sample list for each side; no patient is on two sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientSplit {

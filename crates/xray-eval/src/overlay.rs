@@ -16,6 +16,21 @@ pub enum ColourMap {
     Turbo,
 }
 
+impl std::str::FromStr for ColourMap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "inferno" => Ok(ColourMap::Inferno),
+            "viridis" => Ok(ColourMap::Viridis),
+            "turbo" => Ok(ColourMap::Turbo),
+            _ => Err(format!(
+                "unknown colour map {s:?}: inferno, viridis or turbo"
+            )),
+        }
+    }
+}
+
 impl ColourMap {
     fn gradient(self) -> colorous::Gradient {
         match self {

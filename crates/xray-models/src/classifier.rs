@@ -2,7 +2,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{Module, ModuleT, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::{MobileNetV2, MobileNetV2Config, ScratchCnn, ScratchCnnConfig};
+use crate::{MobileNetV2, MobileNetV2Config, ModelError, ScratchCnn, ScratchCnnConfig};
 
 /// Which network a bundle holds, with its configuration; serialised into `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,19 +25,41 @@ pub enum Classifier {
 
 impl Classifier {
     /// Builds the network described by `architecture` with variables from `vb`.
-    pub fn new(architecture: &Architecture, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        architecture: &Architecture,
+        vb: VarBuilder,
+    ) -> std::result::Result<Self, ModelError> {
         match architecture {
             Architecture::ScratchCnn(c) => Ok(Classifier::ScratchCnn(ScratchCnn::new(c, vb)?)),
             Architecture::MobileNetV2(c) => {
                 if c.num_outputs != 1 {
-                    candle_core::bail!(
-                        "a pneumonia classifier has one output, config asks {}",
-                        c.num_outputs
-                    );
+                    return Err(ModelError::InvalidConfig {
+                        parameter: "num_outputs",
+                        reason: format!(
+                            "a pneumonia classifier has one output, not {}",
+                            c.num_outputs
+                        ),
+                    });
                 }
                 Ok(Classifier::MobileNetV2(MobileNetV2::new(*c, vb)?))
             }
         }
+    }
+
+    /// A new network on `device` whose every weight depends on `seed` alone
+    /// ([`seeded_init`](crate::seeded_init)), its variables in `varmap`.
+    pub fn seeded(
+        architecture: &Architecture,
+        varmap: &VarMap,
+        seed: u64,
+        device: &candle_core::Device,
+    ) -> std::result::Result<Self, ModelError> {
+        let model = Classifier::new(
+            architecture,
+            VarBuilder::from_varmap(varmap, candle_core::DType::F32, device),
+        )?;
+        crate::seeded_init(varmap, "", seed)?;
+        Ok(model)
     }
 
     /// Evaluation-mode logits of shape `(N,)`.

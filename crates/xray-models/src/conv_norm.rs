@@ -1,10 +1,12 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
-use crate::{
+use xray_ops::{
     bias_relu6, dense_conv2d, depthwise_conv2d, depthwise_conv2d_bias_act, pointwise_conv2d,
-    pointwise_conv2d_bias_act, FrozenBatchNorm,
+    pointwise_conv2d_bias_act,
 };
+
+use crate::FrozenBatchNorm;
 
 /// How a convolution mixes channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,13 +3,23 @@ use std::path::PathBuf;
 /// Errors from building models and loading their weights.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// A weights file could not be read or parsed.
-    #[error("cannot read weights file {path}: {reason}")]
+    /// A weights file could not be read.
+    #[error("cannot read weights file {path}: {source}")]
     ReadWeights {
         /// The file or folder at fault.
         path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A weights file is not valid safetensors (truncated, corrupt, not a weights file).
+    #[error("weights file {path} is not valid safetensors: {source}")]
+    ParseWeights {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the parser said.
+        #[source]
+        source: safetensors::SafeTensorError,
     },
     /// The model needs a tensor the file does not have.
     #[error("weights file {path} has no tensor `{tensor}` (expected shape {expected:?})")]

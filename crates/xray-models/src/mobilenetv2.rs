@@ -3,7 +3,7 @@ use candle_nn::{linear, Linear, Module, ModuleT, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::conv_norm::{ConvKind, ConvNormAct};
-use crate::InvertedResidual;
+use crate::{InvertedResidual, ModelError};
 
 /// Width of the pooled features MobileNetV2 hands to its classifier.
 pub const MOBILENET_V2_FEATURES: usize = 1280;
@@ -33,6 +33,13 @@ pub struct MobileNetV2Config {
     /// How many feature stages, counted from the top, are trained (0: frozen backbone, only the
     /// classifier learns; 19: everything).
     pub trainable_stages: usize,
+}
+
+impl Default for MobileNetV2Config {
+    /// [`MobileNetV2Config::pneumonia`].
+    fn default() -> Self {
+        Self::pneumonia()
+    }
 }
 
 impl MobileNetV2Config {
@@ -82,13 +89,41 @@ pub struct MobileNetV2 {
 }
 
 impl MobileNetV2 {
+    /// Floating-point operations (multiply-adds x 2) of one forward pass of the feature
+    /// extractor (width 1.0, 1280 features) on a `size` x `size` image: convolutions only.
+    pub fn forward_flops(size: usize) -> f64 {
+        let mut hw = size / 2;
+        let mut macs = (hw * hw * 32 * 3 * 9) as f64;
+        let mut c = 32;
+        for (t, out, n, s) in INVERTED_RESIDUAL_SETTINGS {
+            for i in 0..n {
+                let hidden = c * t;
+                let in_hw = hw;
+                if i == 0 {
+                    hw = hw.div_ceil(s);
+                }
+                if t != 1 {
+                    macs += (in_hw * in_hw * c * hidden) as f64;
+                }
+                macs += (hw * hw * hidden * 9) as f64;
+                macs += (hw * hw * hidden * out) as f64;
+                c = out;
+            }
+        }
+        macs += (hw * hw * c * 1280) as f64;
+        2.0 * macs
+    }
+
     /// Builds the network under `vb` (`features.*`, `classifier.1.*`).
-    pub fn new(config: MobileNetV2Config, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: MobileNetV2Config, vb: VarBuilder) -> std::result::Result<Self, ModelError> {
         if config.trainable_stages > MOBILENET_V2_STAGES {
-            candle_core::bail!(
-                "trainable_stages {} exceeds the {MOBILENET_V2_STAGES} stages",
-                config.trainable_stages
-            );
+            return Err(ModelError::InvalidConfig {
+                parameter: "trainable_stages",
+                reason: format!(
+                    "{} exceeds the {MOBILENET_V2_STAGES} stages",
+                    config.trainable_stages
+                ),
+            });
         }
         let features = vb.pp("features");
         let mut stages = vec![Stage::ConvNormAct(ConvNormAct::new(

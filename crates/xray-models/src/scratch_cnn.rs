@@ -3,7 +3,8 @@ use candle_nn::{linear, Linear, Module, ModuleT, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::conv_norm::{Conv, ConvKind};
-use crate::{max_pool_2x2, BatchNormRelu};
+use crate::ModelError;
+use xray_ops::{max_pool_2x2, BatchNormRelu};
 
 /// A small CNN trained from scratch on gray films: per stage a 3x3 convolution, BatchNorm
 /// (batch statistics in training), ReLU and 2x2 max-pooling; then global average pooling,
@@ -44,11 +45,18 @@ pub struct ScratchCnn {
 
 impl ScratchCnn {
     /// Builds the network under `vb`.
-    pub fn new(config: &ScratchCnnConfig, vb: VarBuilder) -> Result<Self> {
-        if config.channels.is_empty() || config.in_channels == 0 {
-            candle_core::bail!(
-                "scratch CNN needs input channels and at least one stage, got {config:?}"
-            );
+    pub fn new(config: &ScratchCnnConfig, vb: VarBuilder) -> std::result::Result<Self, ModelError> {
+        if config.in_channels == 0 {
+            return Err(ModelError::InvalidConfig {
+                parameter: "in_channels",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if config.channels.is_empty() {
+            return Err(ModelError::InvalidConfig {
+                parameter: "channels",
+                reason: "needs at least one stage".into(),
+            });
         }
         let mut in_c = config.in_channels;
         let mut blocks = Vec::with_capacity(config.channels.len());

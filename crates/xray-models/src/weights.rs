@@ -16,13 +16,16 @@ pub fn load_weights_strict(
     path: &Path,
     skip_prefixes: &[&str],
 ) -> Result<(), ModelError> {
-    let read_error = |reason: String| ModelError::ReadWeights {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::ReadWeights {
         path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
-    let file =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read_error(e.to_string()))?;
+        source,
+    })?;
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| {
+        ModelError::ParseWeights {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     let skipped = |name: &str| skip_prefixes.iter().any(|p| name.starts_with(p));
     let vars = varmap
         .data()

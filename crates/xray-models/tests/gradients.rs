@@ -101,7 +101,8 @@ fn check_model(
     let model = Classifier::new(
         &architecture,
         VarBuilder::from_varmap(&varmap, DType::F64, &device),
-    )?;
+    )
+    .expect("valid architecture");
     seeded_init(&varmap, "", seed)?;
     if let Some(weights) = pretrained {
         load_weights_strict(&varmap, weights, &["classifier."]).expect("shared weights");
@@ -194,7 +195,8 @@ fn frozen_stages_get_no_gradient() -> candle_core::Result<()> {
     let model = Classifier::new(
         &Architecture::MobileNetV2(config),
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )?;
+    )
+    .expect("valid architecture");
     let x = Tensor::randn(0f32, 1.0, (1, 3, 32, 32), &device)?;
     let grads = model.forward_t(&x, true)?.sum_all()?.backward()?;
     let vars = varmap.data().lock().expect("varmap").clone();

@@ -9,22 +9,39 @@ pub enum Progress {
     Stop,
 }
 
-/// Stops training when a validation score (higher is better) has not improved by more than
-/// `min_delta` for `patience` epochs.
-#[derive(Debug, Clone, PartialEq)]
+/// Which way a score improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Higher is better (ROC AUC, accuracy).
+    Maximize,
+    /// Lower is better (a loss).
+    Minimize,
+}
+
+/// Stops training when a validation score has not improved by more than `min_delta` for
+/// `patience` epochs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EarlyStopping {
     patience: usize,
     min_delta: f64,
+    direction: Direction,
     best: Option<f64>,
     epochs_without_improvement: usize,
 }
 
 impl EarlyStopping {
-    /// A new tracker.
+    /// A new tracker of a score where higher is better.
     pub fn new(patience: usize, min_delta: f64) -> Self {
+        Self::with_direction(patience, min_delta, Direction::Maximize)
+    }
+
+    /// A new tracker of a score that improves in `direction`.
+    pub fn with_direction(patience: usize, min_delta: f64, direction: Direction) -> Self {
         EarlyStopping {
             patience,
             min_delta,
+            direction,
             best: None,
             epochs_without_improvement: 0,
         }
@@ -39,7 +56,10 @@ impl EarlyStopping {
     pub fn update(&mut self, score: f64) -> Progress {
         let improved = match self.best {
             None => !score.is_nan(),
-            Some(best) => score > best + self.min_delta,
+            Some(best) => match self.direction {
+                Direction::Maximize => score > best + self.min_delta,
+                Direction::Minimize => score < best - self.min_delta,
+            },
         };
         if improved {
             self.best = Some(score);

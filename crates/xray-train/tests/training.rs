@@ -2,9 +2,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, ModuleT, VarBuilder, VarMap};
-use xray_data::{AugmentConfig, GrayImage, Normalization, Preprocessing, SplitConfig};
-use xray_eval::{Metrics, ThresholdRule};
-use xray_models::{seeded_init, Architecture, Classifier, MobileNetV2Config, ScratchCnnConfig};
+use xray_data::{AugmentConfig, GrayImage, Normalization, Preprocessing};
+use xray_eval::Metrics;
+use xray_models::{seeded_init, Architecture, Classifier, MobileNetV2Config};
 use xray_train::*;
 
 #[test]
@@ -183,172 +183,6 @@ fn invalid_options_are_named() {
     assert!(err.to_string().contains("batch_size"), "{err}");
 }
 
-fn films(n: usize, size: u32) -> Vec<GrayImage> {
-    (0..n)
-        .map(|k| {
-            GrayImage::from_fn(size, size, |x, y| {
-                image::Luma([((x * 7 + y * 3 + k as u32 * 11) % 17) as f32 / 16.0])
-            })
-        })
-        .collect()
-}
-
-fn sample_config(architecture: Architecture, preprocessing: Preprocessing) -> BundleConfig {
-    let metrics = Metrics::compute(&[0.2, 0.8], &[false, true], 0.5).unwrap();
-    BundleConfig::new(
-        architecture,
-        preprocessing,
-        ThresholdChoice {
-            value: 0.5,
-            rule: ThresholdRule::Youden,
-        },
-        3,
-        SplitRecord {
-            config: SplitConfig::default(),
-            images: [1, 1, 1],
-            train_patients: vec!["a".into()],
-            validation_patients: vec!["b".into()],
-            test_patients: vec!["c".into()],
-            patients_sha256: String::new(),
-        },
-        DataRecord {
-            root: "r".into(),
-            split_folder: "train".into(),
-            images: 3,
-            manifest_sha256: String::new(),
-            skipped: vec![],
-        },
-        TrainingRecord {
-            config: TrainConfig::default(),
-            recipe: serde_json::json!({ "augmentation": AugmentConfig::default() }),
-            epochs_run: 0,
-            best_epoch: 0,
-            seconds: 0.0,
-        },
-        metrics,
-        metrics,
-    )
-}
-
-fn round_trip(architecture: Architecture, preprocessing: Preprocessing) {
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let model = Classifier::new(
-        &architecture,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )
-    .unwrap();
-    seeded_init(&varmap, "", 3).unwrap();
-    let config = sample_config(architecture, preprocessing);
-    let dir = tempfile::tempdir().unwrap();
-    Bundle::save(dir.path(), &config, &varmap).unwrap();
-    let loaded = Bundle::load(dir.path(), &device).unwrap();
-    assert_eq!(loaded.config, config);
-
-    let images = films(3, preprocessing.size);
-    let refs: Vec<&GrayImage> = images.iter().collect();
-    let before = {
-        let x = xray_data::images_to_tensor(&refs, &preprocessing, &device).unwrap();
-        model.logits(&x).unwrap().to_vec1::<f32>().unwrap()
-    };
-    let after: Vec<f32> = loaded
-        .predict(&refs, 2, &device)
-        .unwrap()
-        .into_iter()
-        .map(|p| (p / (1.0 - p)).ln() as f32)
-        .collect();
-    let reloaded_logits = {
-        let x = xray_data::images_to_tensor(&refs, &preprocessing, &device).unwrap();
-        loaded.model.logits(&x).unwrap().to_vec1::<f32>().unwrap()
-    };
-    assert_eq!(
-        before, reloaded_logits,
-        "bit-identical logits after reloading"
-    );
-    for (a, b) in before.iter().zip(&after) {
-        assert!((a - b).abs() < 1e-3 * a.abs().max(1.0));
-    }
-}
-
-#[test]
-fn scratch_bundle_predicts_identically_after_reloading() {
-    let architecture = Architecture::ScratchCnn(ScratchCnnConfig {
-        in_channels: 1,
-        channels: vec![4, 8],
-        dropout: 0.0,
-    });
-    round_trip(
-        architecture,
-        Preprocessing {
-            size: 32,
-            channels: 1,
-            normalization: Normalization::MeanStd {
-                mean: 0.5,
-                std: 0.25,
-            },
-        },
-    );
-}
-
-#[test]
-fn mobilenet_bundle_predicts_identically_after_reloading() {
-    let architecture = Architecture::MobileNetV2(MobileNetV2Config::pneumonia());
-    round_trip(
-        architecture,
-        Preprocessing {
-            size: 64,
-            channels: 3,
-            normalization: Normalization::MinusOneToOne,
-        },
-    );
-}
-
-#[test]
-fn a_bundle_missing_a_tensor_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let device = Device::Cpu;
-    let architecture = Architecture::ScratchCnn(ScratchCnnConfig {
-        in_channels: 1,
-        channels: vec![4],
-        dropout: 0.0,
-    });
-    let preprocessing = Preprocessing {
-        size: 16,
-        channels: 1,
-        normalization: Normalization::ZeroToOne,
-    };
-    let varmap = VarMap::new();
-    Classifier::new(
-        &architecture,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )
-    .unwrap();
-    Bundle::save(
-        dir.path(),
-        &sample_config(architecture, preprocessing),
-        &varmap,
-    )
-    .unwrap();
-
-    let mut tensors =
-        candle_core::safetensors::load(dir.path().join(Bundle::WEIGHTS), &device).unwrap();
-    tensors.remove("features.0.bn.running_var");
-    candle_core::safetensors::save(&tensors, dir.path().join(Bundle::WEIGHTS)).unwrap();
-    let err = Bundle::load(dir.path(), &device)
-        .err()
-        .expect("missing tensor must fail");
-    assert!(
-        err.to_string().contains("features.0.bn.running_var"),
-        "{err}"
-    );
-
-    std::fs::write(dir.path().join(Bundle::CONFIG), "{}").unwrap();
-    let err = Bundle::load(dir.path(), &device)
-        .err()
-        .expect("bad config must fail");
-    assert!(err.to_string().contains("config.json"), "{err}");
-}
-
 #[test]
 fn fine_tuning_changes_only_the_trainable_stages() {
     let device = Device::Cpu;
@@ -376,7 +210,13 @@ fn fine_tuning_changes_only_the_trainable_stages() {
     let frozen_before = snapshot("features.16.conv.1.0.weight");
     let trained_before = snapshot("features.17.conv.1.0.weight");
 
-    let images = films(4, 32);
+    let images: Vec<GrayImage> = (0..4u32)
+        .map(|k| {
+            GrayImage::from_fn(32, 32, |x, y| {
+                image::Luma([((x + 2 * y + k) % 9) as f32 / 8.0])
+            })
+        })
+        .collect();
     let preprocessing = Preprocessing {
         size: 32,
         channels: 3,
@@ -413,4 +253,164 @@ fn fine_tuning_changes_only_the_trainable_stages() {
         trained_before,
         "a trainable stage must move"
     );
+}
+
+/// Stops training after `epoch`, as a user's Ctrl-C handler or a failing log writer would.
+struct StopAfter(usize);
+
+impl Observer for StopAfter {
+    fn on_epoch(&mut self, record: &EpochRecord) -> Result<(), TrainError> {
+        if record.epoch == self.0 {
+            return Err(TrainError::Interrupted {
+                epoch: record.epoch,
+                reason: "test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Trains a fresh head for `config`, checkpointing to `path`, stopping after `stop` if given.
+fn checkpointed_run(
+    config: TrainConfig,
+    path: &std::path::Path,
+    resume: bool,
+    stop: Option<usize>,
+) -> (Result<TrainReport, TrainError>, Vec<f32>) {
+    let device = Device::Cpu;
+    let (x, y) = separable_features(70, &device);
+    let train = FeatureBatches::new(x.clone(), y.clone()).unwrap();
+    let val = FeatureBatches::new((x * 0.9).unwrap(), y).unwrap();
+    let varmap = VarMap::new();
+    let model = head(&varmap, &device);
+    let target = TrainTarget {
+        model: &model,
+        varmap: &varmap,
+        trainable: varmap.all_vars(),
+    };
+    let mut stopper = StopAfter(stop.unwrap_or(usize::MAX));
+    let result = Trainer::new(target, config)
+        .checkpoint(path, resume)
+        .observer(&mut stopper)
+        .fit(&train, &val, &device);
+    let weights = model
+        .0
+        .weight()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    (result, weights)
+}
+
+fn without_timing(records: &[EpochRecord]) -> Vec<EpochRecord> {
+    records
+        .iter()
+        .map(|r| EpochRecord {
+            seconds: 0.0,
+            images_per_second: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_run_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 7,
+        batch_size: 8,
+        learning_rate: 0.05,
+        patience: 7,
+        ..TrainConfig::default()
+    };
+    let (whole, whole_weights) = checkpointed_run(config, &dir.path().join("a"), false, None);
+    let whole = whole.unwrap();
+    let path = dir.path().join("b");
+    let (stopped, _) = checkpointed_run(config, &path, false, Some(3));
+    assert!(matches!(
+        stopped,
+        Err(TrainError::Interrupted { epoch: 3, .. })
+    ));
+    let (resumed, resumed_weights) = checkpointed_run(config, &path, true, None);
+    let resumed = resumed.unwrap();
+    assert_eq!(
+        whole_weights, resumed_weights,
+        "the same final weights, bit for bit"
+    );
+    assert_eq!(
+        resumed.epochs.len(),
+        7,
+        "the three epochs before the stop are kept"
+    );
+    assert_eq!(
+        without_timing(&whole.epochs),
+        without_timing(&resumed.epochs)
+    );
+    assert_eq!(whole.best_epoch, resumed.best_epoch);
+
+    // A checkpoint from another configuration is refused by name, not silently mixed in.
+    let other = TrainConfig {
+        learning_rate: 0.01,
+        ..config
+    };
+    match checkpointed_run(other, &path, true, None).0 {
+        Err(TrainError::Checkpoint {
+            path: p, reason, ..
+        }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains("another run"), "{reason}");
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+    // A truncated checkpoint is an error naming the file, never a panic.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpointed_run(config, &path, true, None).0.unwrap_err();
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_stopping_metric_and_its_direction_are_pluggable() {
+    let device = Device::Cpu;
+    let (x, y) = separable_features(60, &device);
+    let train = FeatureBatches::new(x.clone(), y.clone()).unwrap();
+    let val = FeatureBatches::new(x, y).unwrap();
+    let varmap = VarMap::new();
+    let model = head(&varmap, &device);
+    let config = TrainConfig {
+        epochs: 12,
+        batch_size: 16,
+        learning_rate: 0.05,
+        patience: 12,
+        ..TrainConfig::default()
+    };
+    let target = TrainTarget {
+        model: &model,
+        varmap: &varmap,
+        trainable: varmap.all_vars(),
+    };
+    let report = Trainer::new(target, config)
+        .stopping(ValidationLoss)
+        .fit(&train, &val, &device)
+        .unwrap();
+    let lowest = report
+        .epochs
+        .iter()
+        .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+        .unwrap();
+    let best = &report.epochs[report.best_epoch - 1];
+    // An improvement must beat the best by the tracker's margin of 1e-4.
+    assert!(
+        best.val_loss <= lowest.val_loss + 1e-4,
+        "kept epoch {} (loss {}), lowest {} (loss {})",
+        best.epoch,
+        best.val_loss,
+        lowest.epoch,
+        lowest.val_loss
+    );
+    assert!(report.epochs.iter().all(|r| r.stopping_score == r.val_loss));
 }

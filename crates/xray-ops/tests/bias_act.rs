@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use xray_models::bias_relu6;
+use xray_ops::bias_relu6;
 
 fn reference(x: &Tensor, bias: &Tensor, relu6: bool) -> candle_core::Result<Tensor> {
     let c = bias.dim(0)?;

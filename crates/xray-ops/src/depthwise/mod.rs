@@ -25,7 +25,7 @@ use cpu::Geometry;
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::ones((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
 /// let w = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
-/// let y = xray_models::depthwise_conv2d(&x, &w, 1, 1)?;
+/// let y = xray_ops::depthwise_conv2d(&x, &w, 1, 1)?;
 /// assert_eq!(y.dims(), &[1, 2, 4, 4]);
 /// assert_eq!(y.get(0)?.get(0)?.get(1)?.get(1)?.to_scalar::<f32>()?, 9.0);
 /// # Ok::<(), candle_core::Error>(())

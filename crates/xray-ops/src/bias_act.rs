@@ -20,7 +20,7 @@ use crate::cpu_storage::{dispatch, slice};
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::new(&[[[[-1f32, 2.0]], [[5.0, 7.0]]]], &Device::Cpu)?;
 /// let bias = Tensor::new(&[0.5f32, 0.5], &Device::Cpu)?;
-/// let y = xray_models::bias_relu6(&x, &bias, true)?;
+/// let y = xray_ops::bias_relu6(&x, &bias, true)?;
 /// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![0.0, 2.5, 5.5, 6.0]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```

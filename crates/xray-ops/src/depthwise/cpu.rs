@@ -61,27 +61,10 @@ impl Element for f64 {
     }
 }
 
-/// Shapes of one depthwise convolution (square kernel, symmetric padding, dilation 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub batch: usize,
-    pub channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
+// The depthwise kernels (CPU and CUDA) and the dense convolution share one description.
+pub(crate) use crate::geometry::Geometry;
 
 impl Geometry {
-    pub fn out_h(&self) -> usize {
-        (self.in_h + 2 * self.padding - self.kernel) / self.stride + 1
-    }
-
-    pub fn out_w(&self) -> usize {
-        (self.in_w + 2 * self.padding - self.kernel) / self.stride + 1
-    }
-
     /// Where the forward pass and the weight gradient put an input plane: each output pixel's
     /// taps at fixed offsets from its flat index in rows of `cols`.
     fn input_layout(&self) -> PlaneLayout {

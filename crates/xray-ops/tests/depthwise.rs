@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use xray_models::depthwise_conv2d;
+use xray_ops::depthwise_conv2d;
 
 struct Case {
     n: usize,

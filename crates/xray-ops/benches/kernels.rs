@@ -1,15 +1,10 @@
-//! Criterion benches of the hot paths, on CPU in f32. Throughput is in images (read
-//! "elem/s" as images/s) or, for the convolution kernels, in floating-point operations (read
-//! "Gelem/s" as GFLOP/s). Run: `cargo bench --bench kernels`. The comparison with PyTorch is
+//! Criterion benches of the convolution kernels, on CPU in f32. Throughput is in floating-point
+//! operations (read "Gelem/s" as GFLOP/s). Run: `cargo bench -p xray-ops`. The comparison with PyTorch is
 //! the `bench` example (`docs/benchmarks.md`).
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{ModuleT, Optimizer, VarBuilder, VarMap};
+use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xray_pneumonia::models::{
-    dense_conv2d, depthwise_conv2d, pointwise_conv2d, seeded_init, Architecture, Classifier,
-    MobileNetV2Config, ScratchCnnConfig,
-};
+use xray_ops::{dense_conv2d, depthwise_conv2d, pointwise_conv2d};
 
 fn depthwise(c: &mut Criterion) {
     let device = Device::Cpu;
@@ -58,7 +53,7 @@ fn conv_fwd_bwd(
 }
 
 fn matrix_product_convolutions(c: &mut Criterion) {
-    xray_pneumonia::pipeline::keep_freed_memory();
+    xray_ops::process::keep_freed_memory();
     // MobileNetV2's projection at 56x56 (144 -> 24 channels), batch 8.
     conv_fwd_bwd(
         c,
@@ -77,62 +72,5 @@ fn matrix_product_convolutions(c: &mut Criterion) {
     );
 }
 
-fn mobilenet_inference(c: &mut Criterion) {
-    xray_pneumonia::pipeline::keep_freed_memory();
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let model = Classifier::new(
-        &Architecture::MobileNetV2(MobileNetV2Config::pneumonia()),
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )
-    .unwrap();
-    let batch = 8;
-    let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device).unwrap();
-    let mut group = c.benchmark_group("mnv2_infer");
-    group.throughput(Throughput::Elements(batch as u64));
-    group.sample_size(10);
-    group.bench_function("cpu_f32/b8_224", |b| b.iter(|| model.logits(&x).unwrap()));
-    group.finish();
-}
-
-fn scratch_training_step(c: &mut Criterion) {
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let model = Classifier::new(
-        &Architecture::ScratchCnn(ScratchCnnConfig {
-            dropout: 0.0,
-            ..ScratchCnnConfig::default()
-        }),
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )
-    .unwrap();
-    seeded_init(&varmap, "", 0).unwrap();
-    let mut optimizer = candle_nn::AdamW::new(varmap.all_vars(), Default::default()).unwrap();
-    let batch = 32;
-    let x = Tensor::randn(0f32, 1.0, (batch, 1, 96, 96), &device).unwrap();
-    let mut group = c.benchmark_group("scratch_train_step");
-    group.throughput(Throughput::Elements(batch as u64));
-    group.sample_size(10);
-    group.bench_function("cpu_f32/b32_96", |b| {
-        b.iter(|| {
-            let loss = model
-                .forward_t(&x, true)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .mean_all()
-                .unwrap();
-            optimizer.backward_step(&loss).unwrap()
-        })
-    });
-    group.finish();
-}
-
-criterion_group!(
-    benches,
-    depthwise,
-    matrix_product_convolutions,
-    mobilenet_inference,
-    scratch_training_step
-);
+criterion_group!(benches, depthwise, matrix_product_convolutions);
 criterion_main!(benches);

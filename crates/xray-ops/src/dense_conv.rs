@@ -11,7 +11,8 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use num_traits::Float;
 
 use crate::cpu_storage::try_dispatch;
-use crate::im2col::{plane_columns, scatter_plane, Geometry};
+use crate::geometry::Geometry;
+use crate::im2col::{plane_columns, scatter_plane};
 use crate::matmul::{matmul, per_image, sum_of_products, Columns, MatRef};
 use crate::tracked::if_tracked;
 
@@ -23,7 +24,7 @@ use crate::tracked::if_tracked;
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::ones((1, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
 /// let w = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
-/// let y = xray_models::dense_conv2d(&x, &w, 1, 1)?;
+/// let y = xray_ops::dense_conv2d(&x, &w, 1, 1)?;
 /// assert_eq!(y.dims(), &[1, 2, 3, 3]);
 /// assert_eq!(y.get(0)?.get(1)?.get(1)?.get(1)?.to_scalar::<f32>()?, 9.0); // the centre
 /// assert_eq!(y.get(0)?.get(0)?.get(0)?.get(0)?.to_scalar::<f32>()?, 4.0); // a corner
@@ -35,7 +36,7 @@ pub fn dense_conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    let (_, c, h, w) = x.dims4()?;
+    let (n, c, h, w) = x.dims4()?;
     let (_, in_c, kh, kw) = weight.dims4()?;
     if in_c != c || kh != kw || stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
         bail!(
@@ -45,8 +46,10 @@ pub fn dense_conv2d(
         );
     }
     let g = Geometry {
-        h,
-        w,
+        batch: n,
+        channels: c,
+        in_h: h,
+        in_w: w,
         kernel: kh,
         stride,
         padding,
@@ -63,10 +66,10 @@ struct DenseConv(Geometry);
 /// Fills `buffer` with the `C*K*K x OH*OW` column matrix of one image.
 fn image_columns<T: Float + Default>(image: &[T], g: &Geometry, buffer: &mut Vec<T>) {
     let block = g.kernel * g.kernel * g.out_h() * g.out_w();
-    let planes = image.len() / (g.h * g.w).max(1);
+    let planes = image.len() / (g.in_h * g.in_w).max(1);
     buffer.resize(planes * block, T::zero());
     for (plane, cols) in image
-        .chunks_exact(g.h * g.w)
+        .chunks_exact(g.in_h * g.in_w)
         .zip(buffer.chunks_exact_mut(block))
     {
         plane_columns(plane, cols, g);
@@ -80,18 +83,23 @@ fn forward<T: Float + Default + Send + Sync + 'static>(
     (c, out_c): (usize, usize),
 ) -> candle_core::Result<Vec<T>> {
     let (ckk, pixels) = (c * g.kernel * g.kernel, g.out_h() * g.out_w());
-    per_image(x, c * g.h * g.w, out_c * pixels, |image, y, threads| {
-        let mut columns = Vec::new();
-        image_columns(image, g, &mut columns);
-        let w = MatRef::row_major(weight, out_c, ckk);
-        matmul(
-            y,
-            w,
-            MatRef::row_major(&columns, ckk, pixels),
-            false,
-            threads,
-        )
-    })
+    per_image(
+        x,
+        c * g.in_h * g.in_w,
+        out_c * pixels,
+        |image, y, threads| {
+            let mut columns = Vec::new();
+            image_columns(image, g, &mut columns);
+            let w = MatRef::row_major(weight, out_c, ckk);
+            matmul(
+                y,
+                w,
+                MatRef::row_major(&columns, ckk, pixels),
+                false,
+                threads,
+            )
+        },
+    )
 }
 
 impl CustomOp2 for DenseConv {
@@ -144,24 +152,29 @@ fn input_grad<T: Float + std::ops::AddAssign + Send + Sync + 'static>(
     (c, out_c): (usize, usize),
 ) -> candle_core::Result<Vec<T>> {
     let (kk, pixels) = (g.kernel * g.kernel, g.out_h() * g.out_w());
-    per_image(grad, out_c * pixels, c * g.h * g.w, |go, gx, threads| {
-        let mut columns = vec![T::zero(); c * kk * pixels];
-        let w = MatRef::row_major(weight, out_c, c * kk).t();
-        matmul(
-            &mut columns,
-            w,
-            MatRef::row_major(go, out_c, pixels),
-            false,
-            threads,
-        )?;
-        for (plane, cols) in gx
-            .chunks_exact_mut(g.h * g.w)
-            .zip(columns.chunks_exact(kk * pixels))
-        {
-            scatter_plane(plane, cols, g);
-        }
-        Ok(())
-    })
+    per_image(
+        grad,
+        out_c * pixels,
+        c * g.in_h * g.in_w,
+        |go, gx, threads| {
+            let mut columns = vec![T::zero(); c * kk * pixels];
+            let w = MatRef::row_major(weight, out_c, c * kk).t();
+            matmul(
+                &mut columns,
+                w,
+                MatRef::row_major(go, out_c, pixels),
+                false,
+                threads,
+            )?;
+            for (plane, cols) in gx
+                .chunks_exact_mut(g.in_h * g.in_w)
+                .zip(columns.chunks_exact(kk * pixels))
+            {
+                scatter_plane(plane, cols, g);
+            }
+            Ok(())
+        },
+    )
 }
 
 impl CustomOp2 for InputGrad {
@@ -191,7 +204,7 @@ impl CustomOp2 for InputGrad {
             |go, w| input_grad(go, w, &g, (c, out_c)),
             |go, w| input_grad(go, w, &g, (c, out_c)),
         )?;
-        Ok((out, Shape::from((n, c, g.h, g.w))))
+        Ok((out, Shape::from((n, c, g.in_h, g.in_w))))
     }
 }
 
@@ -207,7 +220,7 @@ fn weight_grad<T: Float + Default + Send + Sync + 'static>(
     let (ckk, pixels, image) = (
         c * g.kernel * g.kernel,
         g.out_h() * g.out_w(),
-        c * g.h * g.w,
+        c * g.in_h * g.in_w,
     );
     sum_of_products(grad, (out_c, ckk, pixels), |i, buffer| {
         image_columns(&x[i * image..(i + 1) * image], g, buffer);

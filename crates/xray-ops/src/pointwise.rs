@@ -21,7 +21,7 @@ use crate::tracked::if_tracked;
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::new(&[[[[1f32]], [[2.0]]]], &Device::Cpu)?; // (1, 2, 1, 1)
 /// let w = Tensor::new(&[[[[3f32]], [[4.0]]]], &Device::Cpu)?; // (1, 2, 1, 1)
-/// let y = xray_models::pointwise_conv2d(&x, &w)?;
+/// let y = xray_ops::pointwise_conv2d(&x, &w)?;
 /// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![11.0]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```

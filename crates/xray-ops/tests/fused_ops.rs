@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{BatchNormConfig, ModuleT, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use xray_models::{max_pool_2x2, BatchNormRelu};
+use xray_ops::{max_pool_2x2, BatchNormRelu};
 
 fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dtype: DType) -> candle_core::Result<Tensor> {
     let n: usize = shape.iter().product();
@@ -213,7 +213,7 @@ fn pointwise_conv_matches_broadcast_matmul_with_gradients() -> candle_core::Resu
         let (h, w) = (rng.random_range(1..9), rng.random_range(1..9));
         let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], dtype)?)?;
         let wt = Var::from_tensor(&randn(&mut rng, &[o, c, 1, 1], dtype)?)?;
-        let ours = xray_models::pointwise_conv2d(&x, &wt)?;
+        let ours = xray_ops::pointwise_conv2d(&x, &wt)?;
         let want = wt
             .reshape((1, o, c))?
             .broadcast_as((n, o, c))?
@@ -260,7 +260,7 @@ fn dense_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()> 
         let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], dtype)?)?;
         let wt = Var::from_tensor(&randn(&mut rng, &[o, c, k, k], dtype)?)?;
         let stride = 1 + (case / 3) % 2;
-        let ours = xray_models::dense_conv2d(&x, &wt, stride, p)?;
+        let ours = xray_ops::dense_conv2d(&x, &wt, stride, p)?;
         // The stride-s convolution is the stride-1 one sampled every s pixels (candle's own
         // stride-2 backward fails on sizes that do not divide evenly).
         let dense = x.conv2d(&wt, p, 1, 1, 1)?;
@@ -324,13 +324,13 @@ fn convolutions_with_bias_and_relu6_match_the_separate_ops() -> candle_core::Res
         // Depthwise, stride 1 or 2.
         let stride = 1 + case % 2;
         let wd = Var::from_tensor(&randn(&mut rng, &[c, 1, 3, 3], dtype)?)?;
-        let y = xray_models::depthwise_conv2d(&x, &wd, stride, 1)?;
+        let y = xray_ops::depthwise_conv2d(&x, &wd, stride, 1)?;
         let r = randn(&mut rng, y.dims(), dtype)?;
         let fused = |x: &Tensor, w: &Tensor, b: &Tensor| {
-            xray_models::depthwise_conv2d_bias_act(x, w, b, (stride, 1), relu6)
+            xray_ops::depthwise_conv2d_bias_act(x, w, b, (stride, 1), relu6)
         };
         let separate = |x: &Tensor, w: &Tensor, b: &Tensor| {
-            xray_models::bias_relu6(&xray_models::depthwise_conv2d(x, w, stride, 1)?, b, relu6)
+            xray_ops::bias_relu6(&xray_ops::depthwise_conv2d(x, w, stride, 1)?, b, relu6)
         };
         let (y1, g1) = three_gradients(fused, (&x, &wd, &b), &r)?;
         let (y2, g2) = three_gradients(separate, (&x, &wd, &b), &r)?;
@@ -344,10 +344,10 @@ fn convolutions_with_bias_and_relu6_match_the_separate_ops() -> candle_core::Res
         let bp = Var::from_tensor(&randn(&mut rng, &[o], dtype)?)?;
         let r = randn(&mut rng, &[n, o, h, w], dtype)?;
         let fused = |x: &Tensor, w: &Tensor, b: &Tensor| {
-            xray_models::pointwise_conv2d_bias_act(x, w, b, relu6)
+            xray_ops::pointwise_conv2d_bias_act(x, w, b, relu6)
         };
         let separate = |x: &Tensor, w: &Tensor, b: &Tensor| {
-            xray_models::bias_relu6(&xray_models::pointwise_conv2d(x, w)?, b, relu6)
+            xray_ops::bias_relu6(&xray_ops::pointwise_conv2d(x, w)?, b, relu6)
         };
         let (y1, g1) = three_gradients(fused, (&x, &wp, &bp), &r)?;
         let (y2, g2) = three_gradients(separate, (&x, &wp, &bp), &r)?;
@@ -371,13 +371,13 @@ fn untracked_inputs_get_no_gradient() -> candle_core::Result<()> {
     let convs: [(&str, Convolution, [usize; 4]); 3] = [
         (
             "dense",
-            Box::new(|x, w| xray_models::dense_conv2d(x, w, 2, 1)),
+            Box::new(|x, w| xray_ops::dense_conv2d(x, w, 2, 1)),
             [4, 3, 3, 3],
         ),
-        ("1x1", Box::new(xray_models::pointwise_conv2d), [4, 3, 1, 1]),
+        ("1x1", Box::new(xray_ops::pointwise_conv2d), [4, 3, 1, 1]),
         (
             "depthwise",
-            Box::new(|x, w| xray_models::depthwise_conv2d(x, w, 1, 1)),
+            Box::new(|x, w| xray_ops::depthwise_conv2d(x, w, 1, 1)),
             [3, 1, 3, 3],
         ),
     ];

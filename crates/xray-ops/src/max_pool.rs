@@ -20,7 +20,7 @@ use crate::cpu_storage::{dispatch, slice};
 /// ```
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::new(&[[[[1f32, 5.0, 2.0], [3.0, 4.0, 9.0]]]], &Device::Cpu)?;
-/// let y = xray_models::max_pool_2x2(&x)?;
+/// let y = xray_ops::max_pool_2x2(&x)?;
 /// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![5.0]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```

@@ -1,0 +1,151 @@
+//! From a probability to an answer: the operating point's threshold, and "refer" when the
+//! model must not judge the film.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BundleConfig, InferError};
+
+/// A named decision threshold stored in the bundle, all chosen on validation data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPoint {
+    /// `default` for the bundle's main threshold, else the stored point's name (e.g.
+    /// `sensitivity_0.975`).
+    pub name: String,
+    /// Call pneumonia when the (uncalibrated) probability is at least this.
+    pub threshold: f64,
+}
+
+impl OperatingPoint {
+    /// The name of the bundle's main threshold.
+    pub const DEFAULT: &'static str = "default";
+
+    /// The bundle's main threshold.
+    pub fn main(config: &BundleConfig) -> OperatingPoint {
+        OperatingPoint {
+            name: Self::DEFAULT.to_string(),
+            threshold: config.threshold.value,
+        }
+    }
+
+    /// The stored point called `name`.
+    pub fn named(config: &BundleConfig, name: &str) -> Result<OperatingPoint, InferError> {
+        if name == Self::DEFAULT {
+            return Ok(Self::main(config));
+        }
+        config
+            .operating_points
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| OperatingPoint {
+                name: p.name.clone(),
+                threshold: p.value,
+            })
+            .ok_or_else(|| InferError::UnknownOperatingPoint {
+                name: name.to_string(),
+                available: Self::names(config).join(", "),
+            })
+    }
+
+    /// Every name [`OperatingPoint::named`] accepts for this bundle.
+    pub fn names(config: &BundleConfig) -> Vec<String> {
+        std::iter::once(Self::DEFAULT.to_string())
+            .chain(config.operating_points.iter().map(|p| p.name.clone()))
+            .collect()
+    }
+}
+
+/// The answer for one film. A radiologist reads it as a second opinion, never as a diagnosis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The probability reaches the operating point's threshold.
+    Pneumonia,
+    /// The probability lies below the threshold.
+    Normal,
+    /// The model must not judge this film: a reader decides (see the reasons).
+    Refer,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Decision::Pneumonia => "PNEUMONIA",
+            Decision::Normal => "NORMAL",
+            Decision::Refer => "REFER",
+        })
+    }
+}
+
+/// Why a film is referred instead of called.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum ReferReason {
+    /// The film is unlike the training films (its score is above 1): the probability would be
+    /// extrapolation.
+    OutOfDistribution {
+        /// The out-of-distribution score ([`crate::OodStatistics::score`]).
+        score: f64,
+    },
+    /// The probability lies in the bundle's band of uncertain probabilities.
+    Uncertain {
+        /// The band's lower end.
+        lower: f64,
+        /// The band's upper end.
+        upper: f64,
+    },
+    /// The image cannot be a usable film (blank, uniform, too small).
+    DegenerateImage {
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for ReferReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReferReason::OutOfDistribution { score } => write!(
+                f,
+                "unlike the training films (out-of-distribution score {score:.2} > 1)"
+            ),
+            ReferReason::Uncertain { lower, upper } => {
+                write!(f, "probability in the uncertain band {lower:.3}-{upper:.3}")
+            }
+            ReferReason::DegenerateImage { detail } => write!(f, "degenerate image: {detail}"),
+        }
+    }
+}
+
+/// Smallest side of a film the model is asked about: anything smaller holds no chest detail.
+pub const MIN_FILM_SIDE: u32 = 32;
+
+/// Pixel standard deviation (intensities in `[0, 1]`) under which an image is uniform: a real
+/// film's is above 0.1.
+pub const MIN_FILM_STD: f64 = 0.01;
+
+/// Why `film` (at its own size, before resizing) cannot be judged at all, if it cannot.
+pub fn degenerate(film: &xray_data::GrayImage) -> Option<String> {
+    let (w, h) = film.dimensions();
+    if w < MIN_FILM_SIDE || h < MIN_FILM_SIDE {
+        return Some(format!(
+            "{w}x{h} pixels, smaller than {MIN_FILM_SIDE}x{MIN_FILM_SIDE}"
+        ));
+    }
+    let pixels = film.as_raw();
+    let n = pixels.len() as f64;
+    let mean = pixels.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = pixels
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    if !var.is_finite() {
+        return Some("non-finite pixel values".into());
+    }
+    if var.sqrt() < MIN_FILM_STD {
+        return Some(format!(
+            "nearly uniform (pixel standard deviation {:.4})",
+            var.sqrt()
+        ));
+    }
+    None
+}
