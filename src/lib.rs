@@ -18,6 +18,7 @@ pub mod evaluation;
 pub mod explain;
 pub mod faithfulness;
 pub mod pipeline;
+pub mod prediction;
 pub mod recipes;
 pub mod scoring;
 

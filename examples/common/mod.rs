@@ -213,6 +213,15 @@ pub fn parse_with_defaults<T: clap::Parser>(defaults: &[(&'static str, &'static 
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
+/// A progress bar over `len` items with their rate and the time left.
+#[allow(dead_code)]
+pub fn progress_bar(len: usize, items: &str) -> indicatif::ProgressBar {
+    let template = format!("[{{bar:30}}] {{pos}}/{{len}} {items}, {{per_sec}}, eta {{eta}}");
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    indicatif::ProgressBar::new(len as u64).with_style(style)
+}
+
 /// A progress bar per epoch, and each finished epoch's record as a JSON line on stdout.
 #[allow(dead_code)]
 #[derive(Default)]

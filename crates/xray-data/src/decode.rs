@@ -40,17 +40,26 @@ pub struct DecodedSet {
     pub skipped: Vec<SkippedImage>,
 }
 
-/// Decodes a JPEG or PNG (8- or 16-bit, gray or colour) to gray intensities in `[0, 1]`.
+/// Decodes a JPEG or PNG (8- or 16-bit, gray or colour), or a DICOM file (recognised by its
+/// content, [`decode_dicom`](crate::decode_dicom)), to gray intensities in `[0, 1]`.
 ///
 /// A JPEG without its end-of-image marker is rejected as truncated: decoders otherwise fill
 /// the missing rows with grey, which would silently train on a damaged film.
 pub fn decode_gray(path: &Path, bytes: &[u8]) -> Result<GrayImage, DataError> {
+    if crate::is_dicom(bytes) {
+        return Ok(crate::decode_dicom(path, bytes)?.0);
+    }
     let fail = |reason: String| DataError::Decode {
         path: path.to_path_buf(),
         reason,
     };
     let format = image::guess_format(bytes)
-        .map_err(|_| fail("not a JPEG or PNG file (unrecognised header)".into()))?;
+        .map_err(|_| fail("not a JPEG, PNG or DICOM file (unrecognised header)".into()))?;
+    if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
+        return Err(fail(format!(
+            "{format:?} is not read: JPEG, PNG or DICOM only"
+        )));
+    }
     if format == image::ImageFormat::Jpeg && !has_jpeg_end_marker(bytes) {
         return Err(fail("truncated JPEG (no end-of-image marker)".into()));
     }

@@ -44,6 +44,18 @@ pub enum DataError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A DICOM file could not be read, is unsupported, or declares an image too large to decode.
+    #[error("cannot read DICOM {path}: {reason}")]
+    Dicom {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it, with the transfer syntax or photometric interpretation UID
+        /// where that is the cause.
+        reason: String,
+        /// The DICOM library's error, where one caused it.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A manifest row is malformed.
     #[error("manifest {path}, line {line}: {reason}")]
     Manifest {

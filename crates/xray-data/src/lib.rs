@@ -17,6 +17,7 @@
 mod augment;
 mod batch;
 mod decode;
+mod dicom;
 mod error;
 mod layout;
 mod manifest;
@@ -30,6 +31,7 @@ pub use batch::{epoch_order, images_to_tensor};
 pub use decode::{
     decode_gray, load_images, resize_to_input, DecodedSet, GrayImage, LoadOptions, SkippedImage,
 };
+pub use dicom::{decode_dicom, is_dicom, DicomInfo, MAX_DICOM_PIXELS};
 pub use error::DataError;
 pub use layout::{scan_split, Label, Sample};
 pub use manifest::read_manifest;

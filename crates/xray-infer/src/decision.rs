@@ -98,6 +98,56 @@ pub enum ReferReason {
         /// What is wrong with it.
         detail: String,
     },
+    /// The DICOM header names a lateral view; the models read frontal films only.
+    LateralView {
+        /// The View Position as written.
+        view: String,
+    },
+    /// The DICOM header gives an age outside the training population (children of one to five
+    /// years; films up to [`MAX_AGE_YEARS`] are judged).
+    AgeOutsideTraining {
+        /// The Patient's Age as written.
+        age: String,
+    },
+}
+
+/// Oldest patient age, in years, whose film the models judge: the training films are of
+/// children aged one to five, and a margin is allowed.
+pub const MAX_AGE_YEARS: f64 = 10.0;
+
+/// The reasons a DICOM header alone gives to refer a film: a lateral view, an age outside the
+/// training population.
+pub fn header_reasons(info: &xray_data::DicomInfo) -> Vec<ReferReason> {
+    let mut reasons = Vec::new();
+    if let Some(view) = &info.view_position {
+        if matches!(
+            view.to_ascii_uppercase().as_str(),
+            "LL" | "RL" | "LATERAL" | "LAT"
+        ) {
+            reasons.push(ReferReason::LateralView { view: view.clone() });
+        }
+    }
+    if let Some(age) = &info.patient_age {
+        if age_in_years(age).is_some_and(|years| years > MAX_AGE_YEARS) {
+            reasons.push(ReferReason::AgeOutsideTraining { age: age.clone() });
+        }
+    }
+    reasons
+}
+
+/// A DICOM age string (`nnnD`, `nnnW`, `nnnM` or `nnnY`) in years.
+pub fn age_in_years(age: &str) -> Option<f64> {
+    let age = age.trim();
+    let (number, unit) = age.split_at(age.len().checked_sub(1)?);
+    let value: f64 = number.parse().ok()?;
+    let per_year = match unit {
+        "D" => 365.25,
+        "W" => 52.18,
+        "M" => 12.0,
+        "Y" => 1.0,
+        _ => return None,
+    };
+    Some(value / per_year)
 }
 
 impl std::fmt::Display for ReferReason {
@@ -111,6 +161,13 @@ impl std::fmt::Display for ReferReason {
                 write!(f, "probability in the uncertain band {lower:.3}-{upper:.3}")
             }
             ReferReason::DegenerateImage { detail } => write!(f, "degenerate image: {detail}"),
+            ReferReason::LateralView { view } => {
+                write!(f, "lateral view ({view}): the models read frontal films")
+            }
+            ReferReason::AgeOutsideTraining { age } => write!(
+                f,
+                "patient age {age}: outside the training population (children of 1-5 years)"
+            ),
         }
     }
 }

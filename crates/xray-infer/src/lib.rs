@@ -36,11 +36,12 @@ pub use config::{
     TrainingRecord, BUNDLE_FORMAT_VERSION,
 };
 pub use decision::{
-    degenerate, Decision, OperatingPoint, ReferReason, MIN_FILM_SIDE, MIN_FILM_STD,
+    age_in_years, degenerate, header_reasons, Decision, OperatingPoint, ReferReason, MAX_AGE_YEARS,
+    MIN_FILM_SIDE, MIN_FILM_STD,
 };
 pub use error::InferError;
 pub use explain::{saliency, IgBaseline, Method, MethodSettings, References};
 pub use ood::{appearance, OodStatistics, APPEARANCE_DIM, APPEARANCE_SIDE, OOD_QUANTILE};
-pub use predict::{read_film, Prediction};
-pub use xray_data::GrayImage;
+pub use predict::{read_film, read_film_with_header, Prediction};
+pub use xray_data::{DicomInfo, GrayImage};
 pub use xray_eval::{SaliencyMap, DISCLAIMER};

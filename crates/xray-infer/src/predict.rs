@@ -4,10 +4,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use xray_data::{
-    decode_gray, images_to_tensor, resize_to_input, test_time_views, GrayImage, ViewTransform,
+    decode_dicom, decode_gray, images_to_tensor, is_dicom, resize_to_input, test_time_views,
+    DicomInfo, GrayImage, ViewTransform,
 };
 
-use crate::decision::degenerate;
+use crate::decision::{degenerate, header_reasons};
 use crate::{appearance, Bundle, Decision, InferError, OodStatistics, ReferReason};
 
 /// What the model says about one film, and whether it may say it.
@@ -33,11 +34,20 @@ pub struct Prediction {
     pub out_of_distribution: Option<bool>,
 }
 
-/// Reads a film from a JPEG or PNG file (8- or 16-bit, gray or colour) as gray intensities in
-/// `[0, 1]`, at its own size.
+/// Reads a film from a JPEG or PNG file (8- or 16-bit, gray or colour) or a DICOM file
+/// (recognised by its content) as gray intensities in `[0, 1]`, at its own size.
 pub fn read_film(path: &Path) -> Result<GrayImage, InferError> {
+    Ok(read_film_with_header(path)?.0)
+}
+
+/// [`read_film`], with the DICOM header's fields when the file is DICOM.
+pub fn read_film_with_header(path: &Path) -> Result<(GrayImage, Option<DicomInfo>), InferError> {
     let bytes = std::fs::read(path).map_err(|e| xray_data::DataError::io(path, e))?;
-    Ok(decode_gray(path, &bytes)?)
+    if is_dicom(&bytes) {
+        let (film, info) = decode_dicom(path, &bytes)?;
+        return Ok((film, Some(info)));
+    }
+    Ok((decode_gray(path, &bytes)?, None))
 }
 
 impl Bundle {
@@ -55,6 +65,23 @@ impl Bundle {
     pub fn predict(&self, film: &GrayImage) -> Result<Prediction, InferError> {
         let mut predictions = self.predict_batch(&[film])?;
         Ok(predictions.remove(0))
+    }
+
+    /// [`Bundle::predict`] for a film whose DICOM header (if any) may add refer reasons: a
+    /// lateral view, an age outside the training population ([`header_reasons`]).
+    pub fn predict_with_header(
+        &self,
+        film: &GrayImage,
+        header: Option<&DicomInfo>,
+    ) -> Result<Prediction, InferError> {
+        let mut prediction = self.predict(film)?;
+        if let Some(info) = header {
+            prediction.refer_reasons.extend(header_reasons(info));
+        }
+        if !prediction.refer_reasons.is_empty() {
+            prediction.decision = Decision::Refer;
+        }
+        Ok(prediction)
     }
 
     /// [`Bundle::predict`] for many films, [`Bundle::batch_size`] per forward pass.

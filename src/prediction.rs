@@ -1,0 +1,277 @@
+//! Predicting on what a hospital has: files and folders of JPEG, PNG and DICOM films, streamed
+//! a batch at a time, one JSON line per film appended to `predictions.jsonl` (so a rerun after
+//! an interruption skips the films already written and adds no duplicate), and
+//! `predictions.csv` rewritten from it at the end. A film that cannot be read gets a line with
+//! its error and the run goes on. The `predict` example drives this.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use xray_infer::{read_film_with_header, Bundle, Decision, DicomInfo, Prediction};
+
+use crate::Error;
+
+/// The JSON-lines file of a run, one record per film.
+pub const PREDICTIONS_JSONL: &str = "predictions.jsonl";
+/// The CSV twin written from it at the end.
+pub const PREDICTIONS_CSV: &str = "predictions.csv";
+
+/// One film's line: where it came from, what the model says, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilmRecord {
+    /// The file as given or found.
+    pub path: String,
+    /// The prediction (absent when the film could not be read).
+    #[serde(flatten)]
+    pub prediction: Option<Prediction>,
+    /// The DICOM header's fields, for DICOM files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<DicomInfo>,
+    /// Why the film could not be read or predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The bundle that judged it: its weights' SHA-256.
+    pub bundle_sha256: String,
+}
+
+/// Counts of a finished run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Films per decision (`pneumonia`, `normal`, `refer`).
+    pub decisions: BTreeMap<String, usize>,
+    /// Referred films per reason kind.
+    pub refer_reasons: BTreeMap<String, usize>,
+    /// Files that could not be read or predicted.
+    pub errors: usize,
+    /// Films skipped because an earlier run had written them.
+    pub already_done: usize,
+}
+
+/// Every file under `inputs` (folders are walked recursively, in sorted order; hidden entries
+/// are skipped). A path that does not exist is an error naming it.
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let mut files = Vec::new();
+    for input in inputs {
+        walk(input, &mut files)?;
+    }
+    Ok(files)
+}
+
+fn walk(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_dir() {
+        files.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    for entry in entries {
+        walk(&entry, files)?;
+    }
+    Ok(())
+}
+
+/// The paths already written to `jsonl` by an earlier run. A last line cut short by a kill is
+/// dropped from the file, so the film is predicted again.
+fn resume(jsonl: &Path) -> Result<HashSet<String>, Error> {
+    let text = match std::fs::read_to_string(jsonl) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(Error::io(jsonl, e)),
+    };
+    let mut done = HashSet::new();
+    let mut complete = 0;
+    for line in text.split_inclusive('\n') {
+        let record = line
+            .ends_with('\n')
+            .then(|| serde_json::from_str::<FilmRecord>(line.trim_end()).ok())
+            .flatten();
+        let Some(record) = record else { break };
+        done.insert(record.path);
+        complete += line.len();
+    }
+    if complete < text.len() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(jsonl)
+            .map_err(|e| Error::io(jsonl, e))?;
+        file.set_len(complete as u64)
+            .map_err(|e| Error::io(jsonl, e))?;
+    }
+    Ok(done)
+}
+
+/// Reads and predicts `files` with `bundle`, `bundle.batch_size()` at a time, appending one
+/// record per film to `<out>/predictions.jsonl` and skipping films an earlier run wrote;
+/// `on_batch` is told how many films each batch held. Ends by writing `predictions.csv`.
+pub fn predict_files(
+    bundle: &Bundle,
+    files: &[PathBuf],
+    out: &Path,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<RunSummary, Error> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let jsonl = out.join(PREDICTIONS_JSONL);
+    let done = resume(&jsonl)?;
+    let todo: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| !done.contains(&p.display().to_string()))
+        .collect();
+    let mut writer = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&jsonl)
+        .map_err(|e| Error::io(&jsonl, e))?;
+    for chunk in todo.chunks(bundle.batch_size()) {
+        let records = predict_chunk(bundle, chunk)?;
+        let mut lines = String::new();
+        for record in &records {
+            let line = serde_json::to_string(record).map_err(|source| {
+                Error::from(crate::ErrorKind::Json {
+                    what: record.path.clone(),
+                    source,
+                })
+            })?;
+            lines += &line;
+            lines.push('\n');
+        }
+        // One write per batch, then flushed: a kill loses at most this batch.
+        writer
+            .write_all(lines.as_bytes())
+            .and_then(|()| writer.flush())
+            .map_err(|e| Error::io(&jsonl, e))?;
+        on_batch(chunk.len());
+    }
+    let mut summary = write_csv(out)?;
+    summary.already_done = files.len() - todo.len();
+    Ok(summary)
+}
+
+/// Reads a batch of files in parallel and predicts the readable ones in one pass.
+fn predict_chunk(bundle: &Bundle, chunk: &[&PathBuf]) -> Result<Vec<FilmRecord>, Error> {
+    let read: Vec<_> = chunk.par_iter().map(|p| read_film_with_header(p)).collect();
+    let films: Vec<_> = read.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let images: Vec<_> = films.iter().map(|(film, _)| film).collect();
+    let mut predictions = bundle.predict_batch(&images)?.into_iter();
+    let mut records = Vec::with_capacity(chunk.len());
+    for (path, result) in chunk.iter().zip(read) {
+        let mut record = FilmRecord {
+            path: path.display().to_string(),
+            prediction: None,
+            dicom: None,
+            error: None,
+            bundle_sha256: bundle.weights_sha256().to_string(),
+        };
+        match result {
+            Ok((_, header)) => {
+                let mut p = predictions.next().ok_or_else(|| {
+                    Error::from(crate::ErrorKind::Invalid(
+                        "a prediction went missing".into(),
+                    ))
+                })?;
+                if let Some(info) = &header {
+                    p.refer_reasons.extend(xray_infer::header_reasons(info));
+                    if !p.refer_reasons.is_empty() {
+                        p.decision = Decision::Refer;
+                    }
+                }
+                record.prediction = Some(p);
+                record.dicom = header;
+            }
+            Err(e) => record.error = Some(e.to_string()),
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Rewrites `<out>/predictions.csv` from the JSON lines and counts them.
+fn write_csv(out: &Path) -> Result<RunSummary, Error> {
+    let jsonl = out.join(PREDICTIONS_JSONL);
+    let text = std::fs::read_to_string(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
+    let csv_path = out.join(PREDICTIONS_CSV);
+    let csv_error = |source| {
+        Error::from(crate::ErrorKind::Csv {
+            path: csv_path.clone(),
+            source,
+        })
+    };
+    let mut csv = csv::Writer::from_path(&csv_path).map_err(csv_error)?;
+    csv.write_record([
+        "path",
+        "decision",
+        "probability",
+        "calibrated_probability",
+        "operating_point",
+        "threshold",
+        "refer_reasons",
+        "ood_score",
+        "study_uid",
+        "series_uid",
+        "sop_uid",
+        "view_position",
+        "patient_age",
+        "patient_sex",
+        "error",
+        "bundle_sha256",
+    ])
+    .map_err(csv_error)?;
+    let mut summary = RunSummary::default();
+    for line in text.lines() {
+        let Ok(r) = serde_json::from_str::<FilmRecord>(line) else {
+            continue;
+        };
+        let p = r.prediction.as_ref();
+        let d = r.dicom.as_ref();
+        let opt = |v: Option<&String>| v.cloned().unwrap_or_default();
+        let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+        match p {
+            Some(p) => {
+                *summary.decisions.entry(p.decision.to_string()).or_default() += 1;
+                for reason in &p.refer_reasons {
+                    let kind = serde_json::to_value(reason).ok();
+                    let kind = kind
+                        .as_ref()
+                        .and_then(|v| v["reason"].as_str())
+                        .unwrap_or("other");
+                    *summary.refer_reasons.entry(kind.to_string()).or_default() += 1;
+                }
+            }
+            None => summary.errors += 1,
+        }
+        let reasons: Vec<String> = p.map_or(Vec::new(), |p| {
+            p.refer_reasons.iter().map(|r| r.to_string()).collect()
+        });
+        csv.write_record([
+            r.path.clone(),
+            p.map_or("ERROR".to_string(), |p| p.decision.to_string()),
+            number(p.map(|p| p.probability)),
+            number(p.map(|p| p.calibrated_probability)),
+            p.map_or(String::new(), |p| p.operating_point.clone()),
+            number(p.map(|p| p.threshold)),
+            reasons.join("; "),
+            number(p.and_then(|p| p.ood_score)),
+            opt(d.and_then(|d| d.study_uid.as_ref())),
+            opt(d.and_then(|d| d.series_uid.as_ref())),
+            opt(d.and_then(|d| d.sop_uid.as_ref())),
+            opt(d.and_then(|d| d.view_position.as_ref())),
+            opt(d.and_then(|d| d.patient_age.as_ref())),
+            opt(d.and_then(|d| d.patient_sex.as_ref())),
+            opt(r.error.as_ref()),
+            r.bundle_sha256.clone(),
+        ])
+        .map_err(csv_error)?;
+    }
+    csv.flush().map_err(|e| Error::io(&csv_path, e))?;
+    Ok(summary)
+}
