@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use xray_pneumonia::data::{load_images, LoadOptions, Shift};
+use xray_pneumonia::data::Shift;
 use xray_pneumonia::eval::{BootstrapConfig, DISCLAIMER};
 use xray_pneumonia::evaluation::ReportContext;
-use xray_pneumonia::pipeline::samples_on_side;
+use xray_pneumonia::pipeline::{decode_for_bundle, samples_on_side};
 use xray_pneumonia::scoring::{score_set, ScoringOptions};
 
 #[derive(Parser, Debug)]
@@ -72,11 +72,7 @@ fn run() -> Result<()> {
     let bundle = args.device.load(&args.model)?;
     let f = &args.films;
     let samples = samples_on_side(&f.data, &f.split, &bundle.config.split, f.holdout)?;
-    let options = LoadOptions {
-        size: bundle.input_size(),
-        skip_unreadable: args.skip_unreadable,
-    };
-    let set = load_images(samples, &options)?;
+    let set = decode_for_bundle(samples, &bundle.config, args.skip_unreadable)?;
     for s in &set.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }

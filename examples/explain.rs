@@ -15,13 +15,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use indicatif::ProgressBar;
-use xray_pneumonia::data::{load_images, LoadOptions};
 use xray_pneumonia::eval::{
     ColourMap, OcclusionConfig, OverlayStyle, SmoothGradConfig, DISCLAIMER,
 };
 use xray_pneumonia::faithfulness::{faithfulness_study, spread, FaithfulnessConfig, StudyEvent};
 use xray_pneumonia::infer::{IgBaseline, Method, MethodSettings};
-use xray_pneumonia::pipeline::samples_on_side;
+use xray_pneumonia::pipeline::{decode_for_bundle, samples_on_side};
 
 #[derive(Parser, Debug)]
 #[command(about = "Saliency maps with faithfulness evidence (decision support only)")]
@@ -90,14 +89,7 @@ fn run() -> Result<()> {
     let samples = samples_on_side(&f.data, &f.split, &bundle.config.split, f.holdout)?;
     // An even spread over the sorted list covers both classes and many patients.
     let chosen = spread(&samples, args.limit);
-    let size = bundle.input_size();
-    let set = load_images(
-        chosen,
-        &LoadOptions {
-            size,
-            skip_unreadable: false,
-        },
-    )?;
+    let set = decode_for_bundle(chosen, &bundle.config, false)?;
     let config = FaithfulnessConfig {
         methods: args.methods.clone(),
         settings: MethodSettings {
@@ -150,10 +142,8 @@ fn run() -> Result<()> {
     println!("{DISCLAIMER}");
     let data = serde_json::json!({ "root": f.data, "split": f.split,
         "holdout": f.holdout_name(), "films": report.films });
-    let json = report.to_json(&config, &args.model, data);
     let path = args.out.join("explain.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    report.write_json(&path, &config, &args.model, data)?;
     eprintln!("wrote {} and panels/", path.display());
     Ok(())
 }

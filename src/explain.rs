@@ -9,8 +9,6 @@ use rand_distr::{Distribution, StandardNormal};
 use xray_eval::EvalError;
 use xray_models::Classifier;
 
-pub use xray_infer::{saliency, IgBaseline, Method, MethodSettings, References};
-
 /// The cascade of model randomisation: groups of parameter-name prefixes, from the output
 /// towards the input; step `k` re-initialises groups `0..=k`.
 pub fn randomization_cascade(model: &Classifier) -> Vec<(String, Vec<String>)> {

@@ -289,6 +289,24 @@ pub fn spread<T: Clone>(items: &[T], limit: usize) -> Vec<T> {
 }
 
 impl FaithfulnessReport {
+    /// Writes [`FaithfulnessReport::to_json`] to `path`, pretty-printed.
+    pub fn write_json(
+        &self,
+        path: &Path,
+        config: &FaithfulnessConfig,
+        model: &Path,
+        data: serde_json::Value,
+    ) -> Result<(), Error> {
+        let json =
+            serde_json::to_string_pretty(&self.to_json(config, model, data)).map_err(|source| {
+                crate::ErrorKind::Json {
+                    what: path.display().to_string(),
+                    source,
+                }
+            })?;
+        std::fs::write(path, json + "\n").map_err(|e| Error::io(path, e))
+    }
+
     /// `explain.json`: the model and data (`data`, as the caller describes it), the settings,
     /// how the curves and the randomisation were made, and every method's evidence.
     pub fn to_json(

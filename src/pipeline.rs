@@ -73,9 +73,19 @@ pub fn bundle_side_films(
     side: Side,
 ) -> Result<DecodedSet, crate::Error> {
     let samples = samples_on_side(data, &bundle.data.split_folder, &bundle.split, Some(side))?;
+    decode_for_bundle(samples, bundle, false)
+}
+
+/// `samples` decoded at the bundle's input size; with `skip_unreadable`, unreadable files are
+/// listed in the set instead of stopping.
+pub fn decode_for_bundle(
+    samples: Vec<Sample>,
+    bundle: &BundleConfig,
+    skip_unreadable: bool,
+) -> Result<DecodedSet, crate::Error> {
     let options = LoadOptions {
         size: bundle.preprocessing.size,
-        skip_unreadable: false,
+        skip_unreadable,
     };
     Ok(load_images(samples, &options)?)
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use xray_infer::{read_film_with_header, Bundle, Decision, DicomInfo, Prediction};
+use xray_infer::{read_film_with_header, Bundle, DicomInfo, Prediction};
 
 use crate::Error;
 
@@ -180,10 +180,7 @@ fn predict_chunk(bundle: &Bundle, chunk: &[&PathBuf]) -> Result<Vec<FilmRecord>,
                     ))
                 })?;
                 if let Some(info) = &header {
-                    p.refer_reasons.extend(xray_infer::header_reasons(info));
-                    if !p.refer_reasons.is_empty() {
-                        p.decision = Decision::Refer;
-                    }
+                    p.apply_header(info);
                 }
                 record.prediction = Some(p);
                 record.dicom = header;

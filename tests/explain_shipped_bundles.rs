@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use xray_pneumonia::data::{load_images, scan_split, LoadOptions};
 use xray_pneumonia::eval::{integrated_gradients, ExplainedClass};
-use xray_pneumonia::explain::{saliency, Method, MethodSettings, References};
 use xray_pneumonia::infer::Bundle;
+use xray_pneumonia::infer::{saliency, Method, MethodSettings, References};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

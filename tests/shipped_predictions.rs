@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::Device;
-use xray_pneumonia::data::{load_images, LoadOptions, Side};
+use xray_pneumonia::data::Side;
 use xray_pneumonia::infer::Bundle;
-use xray_pneumonia::pipeline::samples_on_side;
+use xray_pneumonia::pipeline::{decode_for_bundle, samples_on_side};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,11 +38,7 @@ fn check(name: &str) {
     let data = root().join("../shared/data/kermany224");
     let samples = samples_on_side(&data, "train", &bundle.config.split, Some(Side::Test))
         .expect("held-out films");
-    let options = LoadOptions {
-        size: bundle.input_size(),
-        skip_unreadable: false,
-    };
-    let set = load_images(samples, &options).expect("decode");
+    let set = decode_for_bundle(samples, &bundle.config, false).expect("decode");
     assert_eq!(set.images.len(), expected.len(), "{name}: held-out films");
     let films: Vec<_> = set.images.iter().collect();
     let predictions = bundle.predict_batch(&films).expect("predict");

@@ -41,13 +41,23 @@ pub struct DecodedSet {
 }
 
 /// Decodes a JPEG or PNG (8- or 16-bit, gray or colour), or a DICOM file (recognised by its
-/// content, [`decode_dicom`](crate::decode_dicom)), to gray intensities in `[0, 1]`.
+/// content, [`decode_dicom`](crate::decode_dicom)), to gray intensities in `[0, 1]`; see
+/// [`decode_film`] for the DICOM header too.
 ///
 /// A JPEG without its end-of-image marker is rejected as truncated: decoders otherwise fill
 /// the missing rows with grey, which would silently train on a damaged film.
 pub fn decode_gray(path: &Path, bytes: &[u8]) -> Result<GrayImage, DataError> {
+    Ok(decode_film(path, bytes)?.0)
+}
+
+/// [`decode_gray`], with the DICOM header's fields when the file is DICOM.
+pub fn decode_film(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(GrayImage, Option<crate::DicomInfo>), DataError> {
     if crate::is_dicom(bytes) {
-        return Ok(crate::decode_dicom(path, bytes)?.0);
+        let (film, info) = crate::decode_dicom(path, bytes)?;
+        return Ok((film, Some(info)));
     }
     let fail = |reason: String| DataError::Decode {
         path: path.to_path_buf(),
@@ -68,7 +78,7 @@ pub fn decode_gray(path: &Path, bytes: &[u8]) -> Result<GrayImage, DataError> {
     if decoded.width() == 0 || decoded.height() == 0 {
         return Err(fail("image has no pixels".into()));
     }
-    Ok(decoded.to_luma32f())
+    Ok((decoded.to_luma32f(), None))
 }
 
 fn has_jpeg_end_marker(bytes: &[u8]) -> bool {

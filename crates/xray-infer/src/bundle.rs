@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use sha2::{Digest, Sha256};
 use xray_data::{images_to_tensor, GrayImage};
-use xray_models::{load_weights_strict, Classifier};
+use xray_models::{load_weights_strict_from_bytes, Classifier};
 
 use crate::{BundleConfig, InferError, OperatingPoint};
 
@@ -52,7 +52,7 @@ impl Bundle {
             source,
         })?;
         let weights = dir.join(Self::WEIGHTS);
-        let partial = dir.join(format!("{}.partial", Self::WEIGHTS));
+        let partial = partial_path(&weights);
         varmap
             .save(&partial)
             .map_err(|source| InferError::WriteWeights {
@@ -91,11 +91,12 @@ impl Bundle {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = Classifier::new(&config.architecture, vb)?;
         let weights = dir.join(Self::WEIGHTS);
-        load_weights_strict(&varmap, &weights, &[])?;
+        // Read once: the same bytes are loaded and hashed.
         let bytes = std::fs::read(&weights).map_err(|source| InferError::Io {
             path: weights.clone(),
             source,
         })?;
+        load_weights_strict_from_bytes(&varmap, &weights, &bytes, &[])?;
         let weights_sha256 = hex(&Sha256::digest(&bytes));
         let operating_point = OperatingPoint::main(&config);
         Ok(Bundle {
@@ -183,11 +184,16 @@ fn rename(from: &Path, to: &Path) -> Result<(), InferError> {
     })
 }
 
-/// Writes `bytes` beside `path` and renames the file over it.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), InferError> {
+/// Where a file is written before it is renamed over `path`: beside it, `.partial` appended.
+fn partial_path(path: &Path) -> std::path::PathBuf {
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
+    partial.into()
+}
+
+/// Writes `bytes` beside `path` and renames the file over it.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), InferError> {
+    let partial = partial_path(path);
     std::fs::write(&partial, bytes).map_err(|source| InferError::Io {
         path: partial.clone(),
         source,

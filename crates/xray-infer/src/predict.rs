@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use xray_data::{
-    decode_dicom, decode_gray, images_to_tensor, is_dicom, resize_to_input, test_time_views,
-    DicomInfo, GrayImage, ViewTransform,
+    decode_film, images_to_tensor, resize_to_input, test_time_views, DicomInfo, GrayImage,
+    ViewTransform,
 };
 
 use crate::decision::{degenerate, header_reasons};
@@ -34,6 +34,17 @@ pub struct Prediction {
     pub out_of_distribution: Option<bool>,
 }
 
+impl Prediction {
+    /// Adds the refer reasons a DICOM header gives ([`header_reasons`]); any of them makes the
+    /// decision refer.
+    pub fn apply_header(&mut self, info: &DicomInfo) {
+        self.refer_reasons.extend(header_reasons(info));
+        if !self.refer_reasons.is_empty() {
+            self.decision = Decision::Refer;
+        }
+    }
+}
+
 /// Reads a film from a JPEG or PNG file (8- or 16-bit, gray or colour) or a DICOM file
 /// (recognised by its content) as gray intensities in `[0, 1]`, at its own size.
 pub fn read_film(path: &Path) -> Result<GrayImage, InferError> {
@@ -43,11 +54,7 @@ pub fn read_film(path: &Path) -> Result<GrayImage, InferError> {
 /// [`read_film`], with the DICOM header's fields when the file is DICOM.
 pub fn read_film_with_header(path: &Path) -> Result<(GrayImage, Option<DicomInfo>), InferError> {
     let bytes = std::fs::read(path).map_err(|e| xray_data::DataError::io(path, e))?;
-    if is_dicom(&bytes) {
-        let (film, info) = decode_dicom(path, &bytes)?;
-        return Ok((film, Some(info)));
-    }
-    Ok((decode_gray(path, &bytes)?, None))
+    Ok(decode_film(path, &bytes)?)
 }
 
 impl Bundle {
@@ -76,10 +83,7 @@ impl Bundle {
     ) -> Result<Prediction, InferError> {
         let mut prediction = self.predict(film)?;
         if let Some(info) = header {
-            prediction.refer_reasons.extend(header_reasons(info));
-        }
-        if !prediction.refer_reasons.is_empty() {
-            prediction.decision = Decision::Refer;
+            prediction.apply_header(info);
         }
         Ok(prediction)
     }

@@ -36,4 +36,4 @@ pub use inverted_residual::InvertedResidual;
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config, MOBILENET_V2_FEATURES, MOBILENET_V2_STAGES};
 pub use norm::FrozenBatchNorm;
 pub use scratch_cnn::{ScratchCnn, ScratchCnnConfig};
-pub use weights::load_weights_strict;
+pub use weights::{load_weights_strict, load_weights_strict_from_bytes};

@@ -20,7 +20,18 @@ pub fn load_weights_strict(
         path: path.to_path_buf(),
         source,
     })?;
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|source| {
+    load_weights_strict_from_bytes(varmap, path, &bytes, skip_prefixes)
+}
+
+/// [`load_weights_strict`] from the file's bytes already in memory (`path` names it in errors),
+/// for a caller that also needs the bytes, e.g. to hash them.
+pub fn load_weights_strict_from_bytes(
+    varmap: &VarMap,
+    path: &Path,
+    bytes: &[u8],
+    skip_prefixes: &[&str],
+) -> Result<(), ModelError> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|source| {
         ModelError::ParseWeights {
             path: path.to_path_buf(),
             source,
