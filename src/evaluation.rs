@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use serde::Serialize;
 use xray_data::{images_to_tensor, GrayImage};
 use xray_eval::plots::{
-    render, ConfusionPlot, PrPlot, ReliabilityPlot, RocPlot, TrainingCurvesPlot,
+    render, ConfusionPlot, PrPlot, ReliabilityPlot, RiskCoveragePlot, RocPlot, TrainingCurvesPlot,
 };
 use xray_eval::{
     average_precision, brier_score, expected_calibration_error, predictive_values,
     reliability_bins, roc_auc, sensitivity_at_specificity, specificity_at_sensitivity, Binning,
     Block, BootstrapConfig, ConfusionMatrix, EvalError, Figure, MetricIntervals, Metrics,
-    OperatingPoint, PrCurve, PredictiveValues, Report, RocCurve, TemperatureScaling, DISCLAIMER,
+    OperatingPoint, PrCurve, PredictiveValues, Report, RiskCoverage, RocCurve, SelectiveMetrics,
+    TemperatureScaling, DISCLAIMER,
 };
 use xray_eval::{heat_overlay, vanilla_gradient};
 use xray_infer::{Bundle, BundleConfig, NamedThreshold};
@@ -37,6 +38,9 @@ pub struct EvaluationInput<'a> {
     pub prevalence: Option<f64>,
     /// Bootstrap settings.
     pub bootstrap: BootstrapConfig,
+    /// Which films the bundle referred (out of distribution, degenerate, uncertain); `None`
+    /// where decisions were not made.
+    pub referred: Option<&'a [bool]>,
 }
 
 /// Calibration measures of one version of the probabilities.
@@ -94,6 +98,11 @@ pub struct Evaluation {
     pub temperature: Option<TemperatureScaling>,
     /// PPV / NPV at the stored threshold and at 0.5, at the chosen prevalence.
     pub predictive_values: Vec<(String, PredictiveValues)>,
+    /// Coverage and the metrics on the films not referred, when decisions were made.
+    pub selective: Option<SelectiveMetrics>,
+    /// Area under the risk-coverage curve at the stored threshold (mean error rate over
+    /// coverage; lower is better).
+    pub risk_coverage_area: f64,
     /// What the bundle lacks and other caveats.
     pub notes: Vec<String>,
 }
@@ -173,7 +182,23 @@ impl Evaluation {
                 intervals.resamples_skipped, input.bootstrap.resamples
             ));
         }
+        let selective = match input.referred {
+            Some(referred) => {
+                match SelectiveMetrics::compute(p, y, referred, stored, &groups, &input.bootstrap) {
+                    Ok(m) => Some(m),
+                    // Every film referred, or one class never called: nothing to measure.
+                    Err(EvalError::Undefined { what }) => {
+                        notes.push(format!("no metrics on the films called: {what}"));
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => None,
+        };
         Ok(Evaluation {
+            selective,
+            risk_coverage_area: RiskCoverage::compute(p, y, stored)?.area(),
             images: y.len(),
             patients: groups.iter().max().map_or(0, |m| m + 1),
             data_prevalence,
@@ -321,6 +346,24 @@ pub fn evaluation_figures(
         640,
         360,
     )?);
+    let mut markers = Vec::new();
+    if let Some(s) = &evaluation.selective {
+        markers.push((
+            format!("with refer (coverage {:.3})", s.coverage.estimate),
+            (s.coverage.estimate, 1.0 - s.accuracy.estimate),
+        ));
+    }
+    figures.push(render(
+        &RiskCoveragePlot {
+            curves: vec![(
+                format!("model (area {:.4})", evaluation.risk_coverage_area),
+                RiskCoverage::compute(probabilities, labels, at.threshold)?,
+            )],
+            markers,
+        },
+        640,
+        480,
+    )?);
     if let Some(plot) = training_log.and_then(training_curves) {
         figures.push(render(&plot, 960, 400)?);
     }
@@ -463,6 +506,46 @@ pub fn build_report(
         i.resamples_used,
         i.config.seed
     )));
+
+    if let Some(s) = &evaluation.selective {
+        r.push(Block::Heading(
+            "Refer: coverage and accuracy on the films called".into(),
+        ));
+        let cell = |i: &xray_eval::Interval| interval_cell(i.estimate, i.lower, i.upper);
+        r.push(Block::Table {
+            header: [
+                "films",
+                "called",
+                "coverage",
+                "accuracy",
+                "recall",
+                "specificity",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: vec![vec![
+                s.films.to_string(),
+                s.called.to_string(),
+                cell(&s.coverage),
+                cell(&s.accuracy),
+                cell(&s.recall),
+                cell(&s.specificity),
+            ]],
+        });
+        r.push(Block::Paragraph(format!(
+            "Films are referred when out of distribution, degenerate, or in the refer band \
+             ({}); the metrics above are on the films called, at the stored threshold. \
+             Area under the risk-coverage curve: {:.4}.",
+            bundle
+                .refer_band
+                .as_ref()
+                .map_or("none stored".to_string(), |b| format!(
+                    "normal up to {:.3}, pneumonia from {:.3}",
+                    b.normal_upper, b.pneumonia_lower
+                )),
+            evaluation.risk_coverage_area
+        )));
+    }
 
     r.push(Block::Heading("Operating points".into()));
     let mut rows = Vec::new();

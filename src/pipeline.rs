@@ -12,10 +12,12 @@ use xray_data::{
     Sample, Side, SplitConfig,
 };
 use xray_eval::DISCLAIMER;
-use xray_eval::{choose_threshold, ConfusionMatrix, Metrics, TemperatureScaling, ThresholdRule};
+use xray_eval::{
+    choose_threshold, ConformalBounds, ConfusionMatrix, Metrics, TemperatureScaling, ThresholdRule,
+};
 use xray_infer::{
-    Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, SplitRecord, ThresholdChoice,
-    TrainingRecord,
+    Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, ReferBand, SplitRecord,
+    ThresholdChoice, TrainingRecord,
 };
 use xray_train::{TrainConfig, TrainError};
 
@@ -239,9 +241,22 @@ pub fn close_run(
     Ok((ThresholdChoice { value, rule }, val_metrics, test_metrics))
 }
 
+/// The error rate per class of the refer band every bundle stores, and of its default
+/// threshold: class-conditional split conformal prediction at 2.5%, which on the
+/// leave-a-family-out design gave the best accuracy and F1 of the rules compared
+/// (`docs/generalisation.md`, issue 17).
+pub const REFER_ALPHA: f64 = 0.025;
+
+/// The name of the operating point at [`REFER_ALPHA`]'s conformal pneumonia bound.
+pub const CONFORMAL_POINT: &str = "conformal_0.025";
+
 /// The rules behind a bundle's alternative operating points, all chosen on validation.
 pub fn standard_operating_rules() -> Vec<(&'static str, ThresholdRule)> {
     vec![
+        (
+            CONFORMAL_POINT,
+            ThresholdRule::Conformal { alpha: REFER_ALPHA },
+        ),
         ("youden", ThresholdRule::Youden),
         (
             "sensitivity_0.95",
@@ -262,12 +277,22 @@ pub fn standard_operating_rules() -> Vec<(&'static str, ThresholdRule)> {
     ]
 }
 
-/// Temperature scaling and the standard operating points, both fitted on the validation side's
-/// probabilities: what a format-2 bundle stores besides its main threshold.
+/// What a bundle fits on its validation side's probabilities besides its main threshold.
+pub struct ValidationFit {
+    /// Temperature scaling.
+    pub calibration: TemperatureScaling,
+    /// The standard operating points ([`standard_operating_rules`]).
+    pub operating_points: Vec<NamedThreshold>,
+    /// The conformal refer band at [`REFER_ALPHA`].
+    pub refer_band: ReferBand,
+}
+
+/// Temperature scaling, the standard operating points and the refer band, all fitted on the
+/// validation side's probabilities.
 pub fn fit_on_validation(
     probabilities: &[f64],
     labels: &[bool],
-) -> Result<(TemperatureScaling, Vec<NamedThreshold>), TrainError> {
+) -> Result<ValidationFit, TrainError> {
     let calibration = TemperatureScaling::fit(
         probabilities,
         labels,
@@ -285,7 +310,12 @@ pub fn fit_on_validation(
             validation_specificity: m.specificity(),
         });
     }
-    Ok((calibration, points))
+    let bounds = ConformalBounds::fit(probabilities, labels, REFER_ALPHA)?;
+    Ok(ValidationFit {
+        calibration,
+        operating_points: points,
+        refer_band: ReferBand::from_conformal(&bounds, "the bundle's validation patients"),
+    })
 }
 
 /// A one-screen table of metrics, labelled with where they come from.
@@ -320,9 +350,10 @@ pub fn describe_data(data: &PreparedData, seed: u64) {
     );
 }
 
-/// Youden's J, or the highest threshold reaching `target_sensitivity` when one is given.
+/// The highest threshold reaching `target_sensitivity` when one is given, else the conformal
+/// pneumonia bound at [`REFER_ALPHA`] (the refer band's upper edge).
 pub fn threshold_rule(target_sensitivity: Option<f64>) -> ThresholdRule {
-    target_sensitivity.map_or(ThresholdRule::Youden, |target| {
+    target_sensitivity.map_or(ThresholdRule::Conformal { alpha: REFER_ALPHA }, |target| {
         ThresholdRule::TargetSensitivity { target }
     })
 }
@@ -362,8 +393,7 @@ pub fn save_run(
         best_epoch: trained.scores.report.best_epoch,
         seconds: run.started.elapsed().as_secs_f64(),
     };
-    let (calibration, operating_points) =
-        fit_on_validation(&trained.scores.validation, &data.labels(Side::Validation))?;
+    let fit = fit_on_validation(&trained.scores.validation, &data.labels(Side::Validation))?;
     let mut bundle = BundleConfig::new(
         trained.architecture,
         trained.preprocessing,
@@ -375,8 +405,9 @@ pub fn save_run(
         val_metrics,
         test_metrics,
     );
-    bundle.calibration = Some(calibration);
-    bundle.operating_points = operating_points;
+    bundle.calibration = Some(fit.calibration);
+    bundle.operating_points = fit.operating_points;
+    bundle.refer_band = Some(fit.refer_band);
     Bundle::save(out, &bundle, varmap)?;
     // The statistics are read through the saved bundle, so they describe exactly what loads.
     let device = varmap

@@ -68,7 +68,12 @@ pub fn score_set(
         .map(|s| s.label == Label::Pneumonia)
         .collect();
     let patients: Vec<String> = set.samples.iter().map(|s| s.patient_id.clone()).collect();
+    let referred: Vec<bool> = predictions
+        .iter()
+        .map(|p| p.decision == Decision::Refer)
+        .collect();
     let evaluation = Evaluation::compute(&EvaluationInput {
+        referred: Some(&referred),
         probabilities: &probabilities,
         labels: &labels,
         patients: &patients,
@@ -120,13 +125,29 @@ impl ScoredSet {
             i.roc_auc.upper,
             e.pr_auc
         );
+        if let Some(s) = &e.selective {
+            out += &format!(
+                "with refer: {} of {} films called (coverage {:.3}, {:.3}-{:.3}); on them \
+                 accuracy {:.4} ({:.4}-{:.4}), recall {:.4}, specificity {:.4}\n",
+                s.called,
+                s.films,
+                s.coverage.estimate,
+                s.coverage.lower,
+                s.coverage.upper,
+                s.accuracy.estimate,
+                s.accuracy.lower,
+                s.accuracy.upper,
+                s.recall.estimate,
+                s.specificity.estimate
+            );
+        }
         for note in &e.notes {
             out += &format!("note: {note}\n");
         }
         if let Some(ood) = &bundle.config.ood {
             out += &format!(
                 "out of distribution: {} of {} films lie further from the training films than \
-                 {:.1}% of validation films (features or appearance); their predictions are \
+                 {:.1}% of validation films (features, appearance, or the population detector); their predictions are \
                  extrapolation; {} films referred in all\n",
                 self.flagged(),
                 self.predictions.len(),
@@ -164,6 +185,7 @@ impl ScoredSet {
         add("intervals", serde_json::to_value(&e.intervals))?;
         add("evaluation", serde_json::to_value(e))?;
         add("referred", Ok(serde_json::json!(self.referred())))?;
+        add("selective", serde_json::to_value(&e.selective))?;
         let ood = bundle.config.ood.as_ref().map(|ood| {
             serde_json::json!({
                 "feature_threshold": ood.features.threshold,

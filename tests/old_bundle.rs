@@ -48,6 +48,7 @@ fn format_one_bundle_evaluates_with_a_note() {
         patients: &patients,
         bundle: &bundle.config,
         prevalence: None,
+        referred: None,
         bootstrap: BootstrapConfig {
             resamples: 50,
             ..Default::default()

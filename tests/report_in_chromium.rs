@@ -89,12 +89,18 @@ window.addEventListener('load', () => {
 fn evaluation_report_renders_in_headless_chromium() {
     let (probabilities, labels, patients) = synthetic_scores(200);
     let bundle = bundle_config();
+    // The least certain films are referred, so the report shows its refer section too.
+    let referred: Vec<bool> = probabilities
+        .iter()
+        .map(|p| (0.4..0.6).contains(p))
+        .collect();
     let evaluation = Evaluation::compute(&EvaluationInput {
         probabilities: &probabilities,
         labels: &labels,
         patients: &patients,
         bundle: &bundle,
         prevalence: Some(0.625),
+        referred: Some(&referred),
         bootstrap: BootstrapConfig {
             resamples: 200,
             ..Default::default()
@@ -109,8 +115,12 @@ fn evaluation_report_renders_in_headless_chromium() {
         .expect("figures (needs a TrueType font, e.g. fonts-dejavu-core)");
     assert_eq!(
         figures.len(),
-        5,
-        "roc, pr, calibration, confusion, training"
+        6,
+        "roc, pr, calibration, confusion, risk-coverage, training"
+    );
+    assert!(
+        evaluation.selective.is_some(),
+        "metrics on the films called"
     );
     let mut grid = Vec::new();
     image::RgbImage::from_pixel(64, 32, image::Rgb([200, 30, 30]))
@@ -133,7 +143,8 @@ fn evaluation_report_renders_in_headless_chromium() {
     )
     .to_html();
     assert!(html.contains("not validated for clinical use"));
-    assert_eq!(html.matches("<img ").count(), 6);
+    assert_eq!(html.matches("<img ").count(), 7);
+    assert!(html.contains("Refer: coverage and accuracy on the films called"));
 
     let Some(chromium) = chromium() else {
         assert!(
@@ -179,5 +190,5 @@ fn evaluation_report_renders_in_headless_chromium() {
                 String::from_utf8_lossy(&output.stderr)
             )
         });
-    assert_eq!(verdict, "images=6;problems=", "chromium reported problems");
+    assert_eq!(verdict, "images=7;problems=", "chromium reported problems");
 }

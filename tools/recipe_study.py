@@ -451,7 +451,32 @@ RECIPES = [
     ("strong_wd0.05", {"strong": True, "wd": 0.05}),
     ("strong_lr1e-3", {"strong": True, "lr": 1e-3}),
     ("base_lr1e-4", {"lr": 1e-4}),
+    # Issue 17: per-film histogram equalisation before everything else, in training and scoring.
+    ("strong_ncw_equalize", {"strong": True, "class_weights": False, "equalize": True}),
 ]
+
+
+def equalize(images_np):
+    """Per-film histogram equalisation of uint8 films, as `xray_data::equalize_histogram` does:
+    each grey level maps to 255 times the share of pixels at or below it, rounded."""
+    out = np.empty_like(images_np)
+    for i, img in enumerate(images_np):
+        cdf = np.bincount(img.ravel(), minlength=256).cumsum()
+        lut = np.floor(255.0 * cdf / cdf[-1] + 0.5).clip(0, 255).astype(np.uint8)
+        out[i] = lut[img]
+    return out
+
+
+def dump_logits(out_dir, designs, labels_np, names, holdout_logits):
+    """Every run's validation and held-out logits, with the films they belong to, so threshold
+    rules and refer bands can be studied afterwards without training again."""
+    arrays = {"labels": labels_np, "names": np.array(names)}
+    for dname, side in designs.items():
+        arrays[f"side_{dname}"] = side
+    for (dname, rname, seed), (vs, hs) in holdout_logits.items():
+        arrays[f"val|{dname}|{rname}|{seed}"] = vs
+        arrays[f"hold|{dname}|{rname}|{seed}"] = hs
+    np.savez_compressed(os.path.join(out_dir, "logits.npz"), **arrays)
 
 
 def main():
@@ -475,6 +500,7 @@ def main():
     if args.smoke:
         args.epochs = 1
     images = torch.tensor(images_np, device=device)
+    images_eq = torch.tensor(equalize(images_np), device=device) if "equalize" in args.recipes else None
     print(f"loaded {len(images_np)} films in {time.time() - start:.1f}s on {device}", flush=True)
     designs = {
         "random": split_random_from_config(patients, args.split_config),
@@ -504,8 +530,10 @@ def main():
                     emit({"stopped": "budget", "elapsed_s": time.time() - start})
                     return
                 t0 = time.time()
-                res, (vs, hs) = train_run(args, images, labels_np, designs[dname], recipe, seed, device)
+                films = images_eq if recipe.get("equalize") else images
+                res, (vs, hs) = train_run(args, films, labels_np, designs[dname], recipe, seed, device)
                 holdout_logits[(dname, rname, seed)] = (vs, hs)
+                dump_logits(out_dir, designs, labels_np, names, holdout_logits)
                 emit({"design": dname, "recipe": rname, "seed": seed, "seconds": time.time() - t0, **res})
     # Seed ensembles, where several seeds ran.
     for (dname, rname, seed), _ in list(holdout_logits.items()):

@@ -166,7 +166,8 @@ pub struct RunArgs {
     /// Seed of the split, initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Sensitivity the threshold must reach on validation; omit for Youden's J.
+    /// Sensitivity the threshold must reach on validation; omit for the conformal pneumonia
+    /// bound at 2.5% (the refer band's upper edge).
     #[arg(long)]
     pub target_sensitivity: Option<f64>,
     /// Skip unreadable images (listed in the bundle) instead of stopping.

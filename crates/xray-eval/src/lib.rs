@@ -30,6 +30,7 @@ mod ranks;
 pub mod report;
 mod roc;
 pub mod saliency;
+mod selective;
 mod threshold;
 
 pub use bootstrap::{
@@ -57,6 +58,9 @@ pub use saliency::{
     random_block_ranking, random_ranking, ranking, smooth_grad, spearman, vanilla_gradient,
     ExplainedClass, IntegratedGradients, OcclusionConfig, PerturbationCurve, SaliencyMap,
     SmoothGradConfig, ThoracicRegion,
+};
+pub use selective::{
+    prediction_set, ConformalBounds, PredictionSet, RiskCoverage, SelectiveMetrics,
 };
 pub use threshold::{choose_threshold, ThresholdRule};
 

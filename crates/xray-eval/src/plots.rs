@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{ConfusionMatrix, EvalError, PrCurve, ReliabilityBin, RocCurve};
+use crate::{ConfusionMatrix, EvalError, PrCurve, ReliabilityBin, RiskCoverage, RocCurve};
 
 /// Environment variable naming a TrueType font for plot text, tried before the usual places.
 pub const FONT_VARIABLE: &str = "XRAY_FONT";
@@ -425,5 +425,74 @@ impl Plot for TrainingCurvesPlot {
                 .map_err(fail)?;
         }
         Ok(())
+    }
+}
+
+/// Risk-coverage curves: the error rate among the films kept as the least confident are
+/// referred, with marked operating points (e.g. the refer band's coverage and risk).
+pub struct RiskCoveragePlot {
+    /// `(legend, curve)` per model.
+    pub curves: Vec<(String, RiskCoverage)>,
+    /// `(legend, (coverage, risk))` of marked points.
+    pub markers: Vec<(String, (f64, f64))>,
+}
+
+impl Plot for RiskCoveragePlot {
+    fn name(&self) -> &str {
+        "risk_coverage"
+    }
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult {
+        let top = self
+            .curves
+            .iter()
+            .flat_map(|(_, c)| c.risk.iter().copied())
+            .chain(self.markers.iter().map(|(_, (_, r))| *r))
+            .fold(0.01f64, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                "Risk-coverage (least confident referred first)",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..1f64, 0f64..top)
+            .map_err(fail)?;
+        chart
+            .configure_mesh()
+            .x_desc("coverage (share of films called)")
+            .y_desc("error rate among films called")
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(fail)?;
+        for (k, (label, curve)) in self.curves.iter().enumerate() {
+            let c = colour(k);
+            let points = curve
+                .coverage
+                .iter()
+                .copied()
+                .zip(curve.risk.iter().copied());
+            chart
+                .draw_series(LineSeries::new(points, c.stroke_width(2)))
+                .map_err(fail)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
+        }
+        for (k, (label, point)) in self.markers.iter().enumerate() {
+            let c = colour(self.curves.len() + k);
+            chart
+                .draw_series(std::iter::once(Circle::new(*point, 5, c.filled())))
+                .map_err(fail)?
+                .label(label.as_str())
+                .legend(move |(x, y)| Circle::new((x + 9, y), 5, c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(fail)
     }
 }

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check_inputs, EvalError};
-use crate::ConfusionMatrix;
+use crate::{ConformalBounds, ConfusionMatrix};
 
 /// How the decision threshold is chosen on validation data. Stored in every bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,13 @@ pub enum ThresholdRule {
     TargetSpecificity {
         /// Required specificity in `(0, 1]`.
         target: f64,
+    },
+    /// The lowest probability at which pneumonia stays in the class-conditional split
+    /// conformal prediction set at error rate `alpha` ([`ConformalBounds`]): sensitivity
+    /// `1 - alpha` with the finite-sample correction, the pneumonia edge of the refer band.
+    Conformal {
+        /// Error rate in `(0, 1)`.
+        alpha: f64,
     },
     /// A fixed value, e.g. 0.5.
     Fixed {
@@ -52,6 +59,9 @@ pub fn choose_threshold(
     candidates.dedup();
     match rule {
         ThresholdRule::Fixed { value } => Ok(value),
+        ThresholdRule::Conformal { alpha } => {
+            Ok(ConformalBounds::fit(scores, labels, alpha)?.pneumonia_lower)
+        }
         ThresholdRule::Youden => {
             let mut best = (f64::NEG_INFINITY, candidates[0]);
             for &t in &candidates {

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use xray_data::{Preprocessing, Side, SplitConfig};
-use xray_eval::{Metrics, TemperatureScaling, ThresholdRule, DISCLAIMER};
+use xray_eval::{
+    prediction_set, ConformalBounds, Metrics, PredictionSet, TemperatureScaling, ThresholdRule,
+    DISCLAIMER,
+};
 use xray_models::Architecture;
 
 use crate::OodStatistics;
@@ -139,22 +142,45 @@ pub struct BundleConfig {
     pub refer_band: Option<ReferBand>,
 }
 
-/// A band of uncertain probabilities, chosen on validation data: a film whose (uncalibrated)
-/// probability lies in `lower..upper` is referred instead of called.
+/// Where the model may call a film, from class-conditional split conformal prediction on
+/// validation films ([`ConformalBounds`]): a film may be called normal while its (uncalibrated)
+/// probability is at most `normal_upper`, and pneumonia from `pneumonia_lower` up. A film that
+/// may be called both or neither is referred.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReferBand {
-    /// Lowest probability referred.
-    pub lower: f64,
-    /// Probabilities from here up are called pneumonia again.
-    pub upper: f64,
-    /// How the band was chosen (e.g. the conformal error rate and the data it was fitted on).
+    /// Normal stays in the prediction set up to this probability.
+    pub normal_upper: f64,
+    /// Pneumonia stays in the prediction set from this probability up.
+    pub pneumonia_lower: f64,
+    /// The error rate per class the sets were built for.
+    pub alpha: f64,
+    /// How the band was chosen, in words (the rule and the films it was fitted on).
     pub rule: String,
 }
 
 impl ReferBand {
-    /// Whether `probability` falls in the band.
+    /// The band of `bounds`, fitted on the films `fitted_on` describes.
+    pub fn from_conformal(bounds: &ConformalBounds, fitted_on: &str) -> ReferBand {
+        ReferBand {
+            normal_upper: bounds.normal_upper,
+            pneumonia_lower: bounds.pneumonia_lower,
+            alpha: bounds.alpha,
+            rule: format!(
+                "class-conditional split conformal prediction at error rate {} per class, on \
+                 {} normal and {} pneumonia films of {fitted_on}",
+                bounds.alpha, bounds.normals, bounds.pneumonias
+            ),
+        }
+    }
+
+    /// The conformal prediction set of a film with this probability.
+    pub fn prediction_set(&self, probability: f64) -> PredictionSet {
+        prediction_set(self.normal_upper, self.pneumonia_lower, probability)
+    }
+
+    /// Whether a film with this probability is referred (its set is not one class).
     pub fn contains(&self, probability: f64) -> bool {
-        (self.lower..self.upper).contains(&probability)
+        !self.prediction_set(probability).is_call()
     }
 }
 

@@ -86,12 +86,15 @@ pub enum ReferReason {
         /// The out-of-distribution score ([`crate::OodStatistics::score`]).
         score: f64,
     },
-    /// The probability lies in the bundle's band of uncertain probabilities.
+    /// The bundle's conformal prediction set for this probability holds both classes or
+    /// neither ([`crate::ReferBand`]).
     Uncertain {
-        /// The band's lower end.
-        lower: f64,
-        /// The band's upper end.
-        upper: f64,
+        /// The prediction set.
+        set: xray_eval::PredictionSet,
+        /// Normal stays in the set up to this probability.
+        normal_upper: f64,
+        /// Pneumonia stays in the set from this probability up.
+        pneumonia_lower: f64,
     },
     /// The image cannot be a usable film (blank, uniform, too small).
     DegenerateImage {
@@ -157,8 +160,20 @@ impl std::fmt::Display for ReferReason {
                 f,
                 "unlike the training films (out-of-distribution score {score:.2} > 1)"
             ),
-            ReferReason::Uncertain { lower, upper } => {
-                write!(f, "probability in the uncertain band {lower:.3}-{upper:.3}")
+            ReferReason::Uncertain {
+                set,
+                normal_upper,
+                pneumonia_lower,
+            } => {
+                let which = match set {
+                    xray_eval::PredictionSet::Both => "could be either class",
+                    _ => "is like neither class's validation films",
+                };
+                write!(
+                    f,
+                    "uncertain: the probability {which} (normal up to {normal_upper:.3}, \
+                     pneumonia from {pneumonia_lower:.3})"
+                )
             }
             ReferReason::DegenerateImage { detail } => write!(f, "degenerate image: {detail}"),
             ReferReason::LateralView { view } => {

@@ -41,6 +41,9 @@ pub enum InferError {
     /// The bundle has no out-of-distribution statistics where they are needed.
     #[error("the bundle has no out-of-distribution statistics")]
     NoOodStatistics,
+    /// The out-of-population detector could not be fitted or applied.
+    #[error("out-of-population detector: {0}")]
+    Population(String),
     /// Reading or decoding a film failed.
     #[error(transparent)]
     Data(#[from] xray_data::DataError),

@@ -28,6 +28,7 @@ mod decision;
 mod error;
 mod explain;
 mod ood;
+mod population;
 mod predict;
 
 pub use bundle::{hex, Bundle, DEFAULT_BATCH_SIZE};
@@ -41,7 +42,10 @@ pub use decision::{
 };
 pub use error::InferError;
 pub use explain::{saliency, IgBaseline, Method, MethodSettings, References};
-pub use ood::{appearance, OodStatistics, APPEARANCE_DIM, APPEARANCE_SIDE, OOD_QUANTILE};
+pub use ood::{
+    appearance, population_vectors, OodStatistics, APPEARANCE_DIM, APPEARANCE_SIDE, OOD_QUANTILE,
+};
+pub use population::{PopulationDetector, PopulationFit};
 pub use predict::{read_film, read_film_with_header, Prediction};
 pub use xray_data::{DicomInfo, GrayImage};
 pub use xray_eval::{SaliencyMap, DISCLAIMER};

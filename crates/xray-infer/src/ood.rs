@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use xray_data::{edge_energy, thumbnail, GrayImage};
 use xray_eval::FeatureDistance;
 
-use crate::{Bundle, InferError};
+use crate::{Bundle, InferError, PopulationDetector, PopulationFit};
 
 /// The quantile of validation films' distances that becomes each out-of-distribution threshold
 /// (features and appearance): together they flag about 1 film in 100 like the validation ones.
@@ -24,14 +24,20 @@ pub const OOD_QUANTILE: f64 = 0.995;
 ///   fine-tuned with strong augmentation maps blank and heavily magnified films to features
 ///   close to real ones, so the features alone do not suffice.
 ///
-/// The reported score is the larger of the two distances, each divided by its threshold: above
-/// 1, the film is unlike the training films in at least one view.
+/// The reported score is the larger of the two distances, each divided by its threshold, and of
+/// the optional [`PopulationDetector`]'s score: above 1, the film is unlike the training films
+/// in at least one view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OodStatistics {
     /// Distance on the model's pooled features.
     pub features: FeatureDistance,
     /// Distance on the film's [`appearance`] descriptor.
     pub appearance: FeatureDistance,
+    /// A detector of one population the training films do not cover (adults, for the shipped
+    /// bundles), on the pooled features followed by the appearance descriptor; `None` where
+    /// none was fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population: Option<PopulationDetector>,
 }
 
 /// Side of the grids [`OodStatistics::appearance`] measures.
@@ -81,7 +87,35 @@ impl OodStatistics {
         Ok(OodStatistics {
             features,
             appearance,
+            population: None,
         })
+    }
+
+    /// Fits [`OodStatistics::population`]: a [`PopulationDetector`] of `outside` reference
+    /// films (described by `reference`, named by `reference_files`) against the training
+    /// films, thresholded on the validation films. Films are at the bundle's input size.
+    pub fn fit_population(
+        &mut self,
+        bundle: &Bundle,
+        train_images: &[&GrayImage],
+        outside_images: &[&GrayImage],
+        validation_images: &[&GrayImage],
+        reference: String,
+        reference_files: Vec<String>,
+    ) -> Result<(), InferError> {
+        let (inside, dim) = population_vectors(bundle, train_images)?;
+        let (outside, _) = population_vectors(bundle, outside_images)?;
+        let (validation, _) = population_vectors(bundle, validation_images)?;
+        self.population = Some(PopulationDetector::fit(
+            &inside,
+            &outside,
+            &validation,
+            dim,
+            PopulationFit::default(),
+            reference,
+            reference_files,
+        )?);
+        Ok(())
     }
 
     /// The combined score of one film from its pooled features and its [`appearance`]
@@ -89,11 +123,33 @@ impl OodStatistics {
     pub fn score(&self, features: &[f32], descriptor: &[f32]) -> Result<f64, InferError> {
         let f = self.features.score(features)? / self.features.threshold;
         let a = self.appearance.score(descriptor)? / self.appearance.threshold;
-        Ok(f.max(a))
+        let p = match &self.population {
+            Some(detector) => {
+                let vector: Vec<f32> = features.iter().chain(descriptor).copied().collect();
+                detector.score(&vector)?
+            }
+            None => 0.0,
+        };
+        Ok(f.max(a).max(p))
     }
 
     /// Whether a combined score flags the film (NaN, from a broken input, does).
     pub fn is_outlier(score: f64) -> bool {
         score.is_nan() || score > 1.0
     }
+}
+
+/// What a [`PopulationDetector`] reads of each film, one row per film: the bundle's pooled
+/// features followed by the film's [`appearance`] descriptor. Returns the rows and their width.
+pub fn population_vectors(
+    bundle: &Bundle,
+    images: &[&GrayImage],
+) -> Result<(Vec<f32>, usize), InferError> {
+    let (features, dim) = bundle.pooled_features(images)?;
+    let mut rows = Vec::with_capacity(images.len() * (dim + APPEARANCE_DIM));
+    for (row, image) in features.chunks_exact(dim.max(1)).zip(images) {
+        rows.extend_from_slice(row);
+        rows.extend(appearance(image));
+    }
+    Ok((rows, dim + APPEARANCE_DIM))
 }

@@ -135,10 +135,12 @@ impl Bundle {
             }
         }
         if let Some(band) = &self.config.refer_band {
-            if band.contains(probability) {
+            let set = band.prediction_set(probability);
+            if !set.is_call() {
                 reasons.push(ReferReason::Uncertain {
-                    lower: band.lower,
-                    upper: band.upper,
+                    set,
+                    normal_upper: band.normal_upper,
+                    pneumonia_lower: band.pneumonia_lower,
                 });
             }
         }

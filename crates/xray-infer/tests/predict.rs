@@ -162,9 +162,11 @@ fn a_probability_in_the_uncertain_band_is_referred() {
     let mut bundle = bundle();
     let image = film("PNEUMONIA/person1_bacteria_1.jpeg");
     let p = bundle.predict(&image).expect("prediction").probability;
+    // Like neither class: above normal's bound and below pneumonia's.
     bundle.config.refer_band = Some(ReferBand {
-        lower: p - 1e-6,
-        upper: p + 1e-6,
+        normal_upper: p - 1e-6,
+        pneumonia_lower: p + 1e-6,
+        alpha: 0.025,
         rule: "test".into(),
     });
     let referred = bundle.predict(&image).expect("prediction");
@@ -173,9 +175,24 @@ fn a_probability_in_the_uncertain_band_is_referred() {
         referred.refer_reasons[..],
         [ReferReason::Uncertain { .. }]
     ));
+    // Could be either: both bounds let it in.
     bundle.config.refer_band = Some(ReferBand {
-        lower: p + 1e-6,
-        upper: 1.0,
+        normal_upper: p + 1e-6,
+        pneumonia_lower: p - 1e-6,
+        alpha: 0.025,
+        rule: "test".into(),
+    });
+    let both = bundle.predict(&image).expect("prediction");
+    assert!(
+        both.refer_reasons[0].to_string().contains("either class"),
+        "{}",
+        both.refer_reasons[0]
+    );
+    // One class only: a call.
+    bundle.config.refer_band = Some(ReferBand {
+        normal_upper: p - 1e-6,
+        pneumonia_lower: p - 1e-6,
+        alpha: 0.025,
         rule: "test".into(),
     });
     assert_ne!(

@@ -1,0 +1,92 @@
+"""Issue 17: which threshold rule and which refer band hold up under shift.
+
+Reads the per-film logits that ``tools/recipe_study.py`` saved (``reports/shift_study/logits.npz``:
+validation and held-out logits of every run, with each design's split) and, for each design and
+recipe, applies threshold rules chosen on validation to the held-out films:
+
+- Youden's J, and the highest threshold reaching a target sensitivity (0.99 ... 0.90);
+- class-conditional split conformal prediction at error rate alpha: normal conforms while
+  p <= the (n+1)(1-alpha) quantile of validation normals' p, pneumonia while 1 - p <= the same
+  quantile of validation pneumonias' 1 - p; a set of both or neither is a refer.
+
+Accuracy, precision and F1 are also given reweighted to the official test's prevalence (62.5%
+pneumonia), from recall and specificity. Means over seeds, then the seed ensemble (mean logit).
+Usage: ``python tools/shift_rules.py [reports/shift_study/logits.npz]`` (NumPy only).
+"""
+import sys
+
+import numpy as np
+
+PREVALENCE = 0.625
+
+
+def youden(s, y):
+    best, best_t = -1.0, 0.0
+    for t in np.unique(s):
+        p = s >= t
+        j = (p & (y == 1)).sum() / (y == 1).sum() + (~p & (y == 0)).sum() / (y == 0).sum()
+        if j > best:
+            best, best_t = j, t
+    return best_t
+
+
+def target_sensitivity(s, y, target):
+    positives = np.sort(s[y == 1])
+    return positives[int(np.floor((1 - target) * len(positives)))]
+
+
+def at(s, y, t):
+    p = s >= t
+    recall = (p & (y == 1)).sum() / (y == 1).sum()
+    spec = (~p & (y == 0)).sum() / (y == 0).sum()
+    precision = PREVALENCE * recall / (PREVALENCE * recall + (1 - PREVALENCE) * (1 - spec))
+    accuracy = PREVALENCE * recall + (1 - PREVALENCE) * spec
+    return np.array([recall, spec, precision, accuracy, 2 * precision * recall / (precision + recall)])
+
+
+def conformal_quantile(scores, alpha):
+    n = len(scores)
+    rank = int(np.ceil((n + 1) * (1 - alpha)))
+    return np.inf if rank > n else np.sort(scores)[rank - 1]
+
+
+def band(v, yv, h, yh, alpha):
+    """Coverage, accuracy on the films called, and the shares of each class referred."""
+    pv, ph = 1 / (1 + np.exp(-v)), 1 / (1 + np.exp(-h))
+    normal_upper = conformal_quantile(pv[yv == 0], alpha)
+    pneumonia_lower = 1 - conformal_quantile(1 - pv[yv == 1], alpha)
+    normal, pneumonia = ph <= normal_upper, ph >= pneumonia_lower
+    called = normal ^ pneumonia
+    right = (pneumonia[called] == (yh[called] == 1)).mean()
+    return np.array([called.mean(), right, (~called)[yh == 0].mean(), (~called)[yh == 1].mean()])
+
+
+def main():
+    z = np.load(sys.argv[1] if len(sys.argv) > 1 else "reports/shift_study/logits.npz")
+    y = z["labels"]
+    runs = sorted({tuple(k.split("|")[1:]) for k in z.files if k.startswith("hold|")})
+    groups = sorted({(d, r) for d, r, _ in runs})
+    rules = [("youden", None)] + [(f"sensitivity_{t}", t) for t in (0.99, 0.975, 0.95, 0.90)]
+    print("design recipe rule: recall / specificity / precision / accuracy / F1 at 62.5% (seed mean; ensemble)")
+    for design, recipe in groups:
+        side = z[f"side_{design}"]
+        yv, yh = y[side == "val"], y[side == "hold"]
+        seeds = [s for d, r, s in runs if (d, r) == (design, recipe)]
+        vals = [z[f"val|{design}|{recipe}|{s}"] for s in seeds]
+        holds = [z[f"hold|{design}|{recipe}|{s}"] for s in seeds]
+        ensemble = (np.mean(vals, 0), np.mean(holds, 0))
+        for name, target in rules:
+            def rule(v):
+                return youden(v, yv) if target is None else target_sensitivity(v, yv, target)
+            per_seed = np.mean([at(h, yh, rule(v)) for v, h in zip(vals, holds)], 0)
+            ens = at(ensemble[1], yh, rule(ensemble[0]))
+            print(f"{design} {recipe} {name}: " + " / ".join(f"{x:.3f}" for x in per_seed)
+                  + " ; " + " / ".join(f"{x:.3f}" for x in ens))
+        for alpha in (0.01, 0.025, 0.05):
+            m = np.mean([band(v, yv, h, yh, alpha) for v, h in zip(vals, holds)], 0)
+            print(f"{design} {recipe} conformal alpha {alpha}: coverage {m[0]:.3f}, accuracy called "
+                  f"{m[1]:.4f}, normals referred {m[2]:.3f}, pneumonias referred {m[3]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
