@@ -50,6 +50,10 @@ struct Args {
     /// Test-time augmentation: average the probabilities of 5 fixed views of each film.
     #[arg(long)]
     tta: bool,
+    /// Also estimate these films' pneumonia share from their probabilities alone (EM) and
+    /// report the metrics at the threshold adapted to it, apart from the rest.
+    #[arg(long)]
+    adapt_prior: bool,
     /// A controlled shift applied to every film before scoring, `kind:level` with kind
     /// contrast, gamma, blur, noise or resolution (e.g. `gamma:1.5`, `resolution:0.5`).
     #[arg(long)]
@@ -79,6 +83,7 @@ fn run() -> Result<()> {
     let options = ScoringOptions {
         shift: args.shift,
         tta: args.tta,
+        adapt_prior: args.adapt_prior,
         prevalence: args.prevalence,
         bootstrap: BootstrapConfig {
             resamples: args.bootstrap,

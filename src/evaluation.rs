@@ -13,8 +13,8 @@ use xray_eval::{
     average_precision, brier_score, expected_calibration_error, predictive_values,
     reliability_bins, roc_auc, sensitivity_at_specificity, specificity_at_sensitivity, Binning,
     Block, BootstrapConfig, ConfusionMatrix, EvalError, Figure, MetricIntervals, Metrics,
-    OperatingPoint, PrCurve, PredictiveValues, Report, RiskCoverage, RocCurve, SelectiveMetrics,
-    TemperatureScaling, DISCLAIMER,
+    OperatingPoint, PrCurve, PredictiveValues, PriorShift, Report, RiskCoverage, RocCurve,
+    SelectiveMetrics, TemperatureScaling, DISCLAIMER,
 };
 use xray_eval::{heat_overlay, vanilla_gradient};
 use xray_infer::{Bundle, BundleConfig, NamedThreshold};
@@ -41,6 +41,24 @@ pub struct EvaluationInput<'a> {
     /// Which films the bundle referred (out of distribution, degenerate, uncertain); `None`
     /// where decisions were not made.
     pub referred: Option<&'a [bool]>,
+    /// Also estimate the evaluated films' prevalence from their probabilities alone and report
+    /// the metrics at the threshold adapted to it ([`SiteAdaptation`]), apart from the rest.
+    pub adapt_prior: bool,
+}
+
+/// The operating point adapted to the evaluated films' own prevalence, estimated without their
+/// labels by EM ([`PriorShift`]). An option, never the default: it assumes only the share of
+/// pneumonia changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteAdaptation {
+    /// The estimate.
+    pub prior_shift: PriorShift,
+    /// The stored threshold moved to the estimated prevalence.
+    pub threshold: f64,
+    /// Metrics at that threshold (the labels are used only here, to measure).
+    pub metrics: Metrics,
+    /// Their patient-bootstrap intervals (the estimate itself held fixed).
+    pub intervals: MetricIntervals,
 }
 
 /// Calibration measures of one version of the probabilities.
@@ -100,6 +118,8 @@ pub struct Evaluation {
     pub predictive_values: Vec<(String, PredictiveValues)>,
     /// Coverage and the metrics on the films not referred, when decisions were made.
     pub selective: Option<SelectiveMetrics>,
+    /// The threshold adapted to the films' estimated prevalence, when asked for.
+    pub site_adaptation: Option<SiteAdaptation>,
     /// Area under the risk-coverage curve at the stored threshold (mean error rate over
     /// coverage; lower is better).
     pub risk_coverage_area: f64,
@@ -196,8 +216,14 @@ impl Evaluation {
             }
             None => None,
         };
+        let site_adaptation = if input.adapt_prior {
+            Some(site_adaptation(input, &groups)?)
+        } else {
+            None
+        };
         Ok(Evaluation {
             selective,
+            site_adaptation,
             risk_coverage_area: RiskCoverage::compute(p, y, stored)?.area(),
             images: y.len(),
             patients: groups.iter().max().map_or(0, |m| m + 1),
@@ -232,6 +258,31 @@ impl Evaluation {
             notes,
         })
     }
+}
+
+/// [`SiteAdaptation`] of the bundle's stored threshold to the evaluated films: EM on their
+/// calibrated probabilities, from the prevalence of the bundle's validation films.
+fn site_adaptation(input: &EvaluationInput, groups: &[usize]) -> Result<SiteAdaptation, EvalError> {
+    let v = &input.bundle.validation_metrics;
+    let training_prior = (v.tp + v.fn_) as f64 / v.n.max(1) as f64;
+    let temperature = input
+        .bundle
+        .calibration
+        .as_ref()
+        .map_or(1.0, |t| t.temperature);
+    let calibrated: Vec<f64> = match &input.bundle.calibration {
+        Some(t) => t.apply_all(input.probabilities),
+        None => input.probabilities.to_vec(),
+    };
+    let prior_shift = PriorShift::estimate(&calibrated, training_prior)?;
+    let threshold = prior_shift.adapted_threshold(input.bundle.threshold.value, temperature);
+    let (p, y) = (input.probabilities, input.labels);
+    Ok(SiteAdaptation {
+        prior_shift,
+        threshold,
+        metrics: Metrics::compute(p, y, threshold)?,
+        intervals: MetricIntervals::compute(p, y, groups, threshold, &input.bootstrap)?,
+    })
 }
 
 /// The training log's per-epoch numbers as curves: loss panel and validation AUC panel.
@@ -545,6 +596,37 @@ pub fn build_report(
                 )),
             evaluation.risk_coverage_area
         )));
+    }
+
+    if let Some(a) = &evaluation.site_adaptation {
+        r.push(Block::Heading(
+            "Site adaptation (optional; assumes only the share of pneumonia changed)".into(),
+        ));
+        r.push(Block::Paragraph(format!(
+            "EM on these films' calibrated probabilities, without their labels, estimates a \
+             pneumonia share of {:.3} (validation: {:.3}; {} steps). The stored threshold {:.4} \
+             moves to {:.4}. Reported apart from the unadapted result above.",
+            a.prior_shift.estimated_prior,
+            a.prior_shift.training_prior,
+            a.prior_shift.steps,
+            bundle.threshold.value,
+            a.threshold
+        )));
+        r.push(Block::Table {
+            header: [
+                "threshold",
+                "value",
+                "accuracy",
+                "precision",
+                "recall",
+                "specificity",
+                "F1",
+                "TP / FP / TN / FN",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: vec![metric_rows("adapted to the site", &a.metrics, &a.intervals)],
+        });
     }
 
     r.push(Block::Heading("Operating points".into()));

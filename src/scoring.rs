@@ -25,6 +25,9 @@ pub struct ScoringOptions {
     pub prevalence: Option<f64>,
     /// The patient bootstrap's settings (its seed also seeds the shift).
     pub bootstrap: BootstrapConfig,
+    /// Also report the threshold adapted to the films' estimated prevalence
+    /// ([`crate::evaluation::SiteAdaptation`]).
+    pub adapt_prior: bool,
 }
 
 /// A bundle's predictions on a labelled set, and the evaluation computed from them.
@@ -74,6 +77,7 @@ pub fn score_set(
         .collect();
     let evaluation = Evaluation::compute(&EvaluationInput {
         referred: Some(&referred),
+        adapt_prior: options.adapt_prior,
         probabilities: &probabilities,
         labels: &labels,
         patients: &patients,
@@ -139,6 +143,17 @@ impl ScoredSet {
                 s.accuracy.upper,
                 s.recall.estimate,
                 s.specificity.estimate
+            );
+        }
+        if let Some(a) = &e.site_adaptation {
+            out += &format!(
+                "site adaptation (optional, label shift only): estimated pneumonia share {:.3} \
+                 (validation {:.3}), threshold {:.4} -> {:.4}:\n{}",
+                a.prior_shift.estimated_prior,
+                a.prior_shift.training_prior,
+                e.at_stored_threshold.threshold,
+                a.threshold,
+                metrics_table(&[("adapted threshold", &a.metrics)])
             );
         }
         for note in &e.notes {

@@ -49,6 +49,7 @@ fn format_one_bundle_evaluates_with_a_note() {
         bundle: &bundle.config,
         prevalence: None,
         referred: None,
+        adapt_prior: false,
         bootstrap: BootstrapConfig {
             resamples: 50,
             ..Default::default()

@@ -101,6 +101,7 @@ fn evaluation_report_renders_in_headless_chromium() {
         bundle: &bundle,
         prevalence: Some(0.625),
         referred: Some(&referred),
+        adapt_prior: true,
         bootstrap: BootstrapConfig {
             resamples: 200,
             ..Default::default()
@@ -145,6 +146,7 @@ fn evaluation_report_renders_in_headless_chromium() {
     assert!(html.contains("not validated for clinical use"));
     assert_eq!(html.matches("<img ").count(), 7);
     assert!(html.contains("Refer: coverage and accuracy on the films called"));
+    assert!(html.contains("Site adaptation"));
 
     let Some(chromium) = chromium() else {
         assert!(

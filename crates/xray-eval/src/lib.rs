@@ -26,6 +26,7 @@ mod operating;
 mod overlay;
 mod paired;
 pub mod plots;
+mod prior_shift;
 mod ranks;
 pub mod report;
 mod roc;
@@ -47,6 +48,7 @@ pub use paired::{
     delong_test, mcnemar_test, predictive_values, DeLongTest, McNemarTest, PredictiveValues,
 };
 pub use plots::Figure;
+pub use prior_shift::{PriorShift, MAX_EM_STEPS};
 pub use report::{Block, Report};
 
 pub use error::EvalError;

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -147,6 +148,31 @@ fn colour(k: usize) -> RGBColor {
     COLOURS[k % COLOURS.len()]
 }
 
+/// Draws each series as a line and each marker as a dot, with legend entries, in colour order.
+fn lines_and_markers<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    series: &[Series],
+    markers: &[(String, (f64, f64))],
+) -> DrawResult {
+    for (k, (label, points)) in series.iter().enumerate() {
+        let c = colour(k);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+            .map_err(fail)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    for (k, (label, point)) in markers.iter().enumerate() {
+        let c = colour(series.len() + k);
+        chart
+            .draw_series(std::iter::once(Circle::new(*point, 5, c.filled())))
+            .map_err(fail)?
+            .label(label.as_str())
+            .legend(move |(x, y)| Circle::new((x + 9, y), 5, c.filled()));
+    }
+    Ok(())
+}
+
 /// Draws line series on a unit square with a legend.
 fn unit_square_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -179,22 +205,7 @@ fn unit_square_chart<DB: DrawingBackend>(
             ))
             .map_err(fail)?;
     }
-    for (k, (label, points)) in series.iter().enumerate() {
-        let c = colour(k);
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
-            .map_err(fail)?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
-    }
-    for (k, (label, point)) in markers.iter().enumerate() {
-        let c = colour(series.len() + k);
-        chart
-            .draw_series(std::iter::once(Circle::new(*point, 5, c.filled())))
-            .map_err(fail)?
-            .label(label.as_str())
-            .legend(move |(x, y)| Circle::new((x + 9, y), 5, c.filled()));
-    }
+    lines_and_markers(&mut chart, series, markers)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -466,27 +477,15 @@ impl Plot for RiskCoveragePlot {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(fail)?;
-        for (k, (label, curve)) in self.curves.iter().enumerate() {
-            let c = colour(k);
-            let points = curve
-                .coverage
-                .iter()
-                .copied()
-                .zip(curve.risk.iter().copied());
-            chart
-                .draw_series(LineSeries::new(points, c.stroke_width(2)))
-                .map_err(fail)?
-                .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
-        }
-        for (k, (label, point)) in self.markers.iter().enumerate() {
-            let c = colour(self.curves.len() + k);
-            chart
-                .draw_series(std::iter::once(Circle::new(*point, 5, c.filled())))
-                .map_err(fail)?
-                .label(label.as_str())
-                .legend(move |(x, y)| Circle::new((x + 9, y), 5, c.filled()));
-        }
+        let series: Vec<Series> = self
+            .curves
+            .iter()
+            .map(|(label, c)| {
+                let points = c.coverage.iter().copied().zip(c.risk.iter().copied());
+                (label.clone(), points.collect())
+            })
+            .collect();
+        lines_and_markers(&mut chart, &series, &self.markers)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
