@@ -15,7 +15,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use xray_pneumonia::prediction::{collect_inputs, predict_files, PREDICTIONS_JSONL};
+use xray_pneumonia::infer::Method;
+use xray_pneumonia::prediction::{
+    collect_inputs, predict_files, PredictOptions, PREDICTIONS_JSONL,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Predict on films and folders, DICOM included (decision support only)")]
@@ -32,6 +35,15 @@ struct Args {
     /// Operating point of the decisions: `default` or one the bundle stores.
     #[arg(long, default_value = "default")]
     operating_point: String,
+    /// Also write a saliency overlay PNG per film called (not referred) under `<out>/overlays/`:
+    /// vanilla, smoothgrad, integrated_gradients (ig), gradcam or occlusion.
+    #[arg(long)]
+    saliency: Option<Method>,
+    /// Also write a DICOM Secondary Capture per film under `<out>/secondary_capture/`: the
+    /// overlay (or the plain film, when referred), the decision and "not for diagnostic use",
+    /// filed in the source study when the film was DICOM.
+    #[arg(long)]
+    dicom_sc: bool,
     #[command(flatten)]
     device: common::DeviceArgs,
 }
@@ -68,7 +80,13 @@ fn run() -> Result<bool> {
     }
     let files = collect_inputs(&inputs)?;
     let bar = common::progress_bar(files.len(), "films");
-    let summary = predict_files(&bundle, &files, &args.out, &mut |n| bar.inc(n as u64))?;
+    let options = PredictOptions {
+        saliency: args.saliency,
+        dicom_sc: args.dicom_sc,
+    };
+    let summary = predict_files(&bundle, &files, &args.out, &options, &mut |n| {
+        bar.inc(n as u64)
+    })?;
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     eprintln!(

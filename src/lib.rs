@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod prediction;
 pub mod recipes;
 pub mod scoring;
+pub mod secondary_capture;
 
 pub use error::{Error, ErrorKind};
 pub use xray_data as data;

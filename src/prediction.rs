@@ -8,9 +8,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use xray_infer::{read_film_with_header, Bundle, DicomInfo, Prediction};
+use sha2::{Digest, Sha256};
+
+use crate::secondary_capture::{write_secondary_capture, CaptureContent};
+use xray_infer::{
+    read_film_with_header, Bundle, Decision, DicomInfo, GrayImage, Method, Prediction,
+};
 
 use crate::Error;
 
@@ -35,7 +41,34 @@ pub struct FilmRecord {
     pub error: Option<String>,
     /// The bundle that judged it: its weights' SHA-256.
     pub bundle_sha256: String,
+    /// The saliency overlay written for it, relative to the output folder (called films only,
+    /// when asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
+    /// The DICOM Secondary Capture written for it, relative to the output folder (when asked
+    /// for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_capture: Option<String>,
 }
+
+/// What [`predict_files`] writes besides the predictions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PredictOptions {
+    /// A saliency overlay PNG per film called pneumonia or normal, by this method, under
+    /// `<out>/overlays/` (a referred film gets none: the model should not be read there).
+    pub saliency: Option<Method>,
+    /// A DICOM Secondary Capture per readable film under `<out>/secondary_capture/`: the
+    /// overlay of a called film (Grad-CAM unless `saliency` names another method), the plain
+    /// film of a referred one, with the decision and "not for diagnostic use" in its header
+    /// ([`crate::secondary_capture`]).
+    pub dicom_sc: bool,
+}
+
+/// Where the Secondary Captures go, under the output folder.
+pub const SECONDARY_CAPTURES: &str = "secondary_capture";
+
+/// Where the overlays go, under the output folder.
+pub const OVERLAYS: &str = "overlays";
 
 /// Counts of a finished run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -118,9 +151,19 @@ pub fn predict_files(
     bundle: &Bundle,
     files: &[PathBuf],
     out: &Path,
+    options: &PredictOptions,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<RunSummary, Error> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for (wanted, folder) in [
+        (options.saliency.is_some() || options.dicom_sc, OVERLAYS),
+        (options.dicom_sc, SECONDARY_CAPTURES),
+    ] {
+        if wanted {
+            let dir = out.join(folder);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+    }
     let jsonl = out.join(PREDICTIONS_JSONL);
     let done = resume(&jsonl)?;
     let todo: Vec<&PathBuf> = files
@@ -133,7 +176,7 @@ pub fn predict_files(
         .open(&jsonl)
         .map_err(|e| Error::io(&jsonl, e))?;
     for chunk in todo.chunks(bundle.batch_size()) {
-        let records = predict_chunk(bundle, chunk)?;
+        let records = predict_chunk(bundle, chunk, out, options)?;
         let mut lines = String::new();
         for record in &records {
             let line = serde_json::to_string(record).map_err(|source| {
@@ -157,8 +200,57 @@ pub fn predict_files(
     Ok(summary)
 }
 
+/// The overlay's file name: the film's stem and a hash of its whole path, so that films of one
+/// name in different folders do not collide.
+fn overlay_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "film".into(), |s| s.to_string_lossy().into_owned());
+    let stem: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let digest = Sha256::digest(path.display().to_string().as_bytes());
+    format!("{stem}-{}", &xray_infer::hex(&digest)[..12])
+}
+
+/// Writes the saliency overlay of a called film; returns its name under `out` and the image.
+fn write_overlay(
+    bundle: &Bundle,
+    film: &GrayImage,
+    path: &Path,
+    out: &Path,
+    method: Method,
+) -> Result<(String, RgbImage), Error> {
+    let map = bundle.explain(film, method)?;
+    let name = format!("{OVERLAYS}/{}.png", overlay_name(path));
+    let image = xray_eval::heat_overlay(film, &map, 0.45);
+    xray_eval::save_overlay_png(&image, &out.join(&name))?;
+    Ok((name, image))
+}
+
+/// The film itself as 8-bit RGB (what a referred film's Secondary Capture shows).
+fn plain_rgb(film: &GrayImage) -> RgbImage {
+    RgbImage::from_fn(film.width(), film.height(), |x, y| {
+        let v = (film.get_pixel(x, y)[0].clamp(0.0, 1.0) * 255.0).round() as u8;
+        image::Rgb([v, v, v])
+    })
+}
+
 /// Reads a batch of files in parallel and predicts the readable ones in one pass.
-fn predict_chunk(bundle: &Bundle, chunk: &[&PathBuf]) -> Result<Vec<FilmRecord>, Error> {
+fn predict_chunk(
+    bundle: &Bundle,
+    chunk: &[&PathBuf],
+    out: &Path,
+    options: &PredictOptions,
+) -> Result<Vec<FilmRecord>, Error> {
     let read: Vec<_> = chunk.par_iter().map(|p| read_film_with_header(p)).collect();
     let films: Vec<_> = read.iter().filter_map(|r| r.as_ref().ok()).collect();
     let images: Vec<_> = films.iter().map(|(film, _)| film).collect();
@@ -171,9 +263,11 @@ fn predict_chunk(bundle: &Bundle, chunk: &[&PathBuf]) -> Result<Vec<FilmRecord>,
             dicom: None,
             error: None,
             bundle_sha256: bundle.weights_sha256().to_string(),
+            overlay: None,
+            secondary_capture: None,
         };
         match result {
-            Ok((_, header)) => {
+            Ok((film, header)) => {
                 let mut p = predictions.next().ok_or_else(|| {
                     Error::from(crate::ErrorKind::Invalid(
                         "a prediction went missing".into(),
@@ -181,6 +275,28 @@ fn predict_chunk(bundle: &Bundle, chunk: &[&PathBuf]) -> Result<Vec<FilmRecord>,
                 })?;
                 if let Some(info) = &header {
                     p.apply_header(info);
+                }
+                let called = p.decision != Decision::Refer;
+                let method = options
+                    .saliency
+                    .or(options.dicom_sc.then_some(Method::GradCam));
+                let mut shown = None;
+                if let (Some(method), true) = (method, called) {
+                    let (name, image) = write_overlay(bundle, &film, path, out, method)?;
+                    record.overlay = Some(name);
+                    shown = Some(image);
+                }
+                if options.dicom_sc {
+                    let name = format!("{SECONDARY_CAPTURES}/{}.dcm", overlay_name(path));
+                    let image = shown.unwrap_or_else(|| plain_rgb(&film));
+                    let content = CaptureContent {
+                        source: &record.path,
+                        dicom: header.as_ref(),
+                        prediction: &p,
+                        bundle_sha256: &record.bundle_sha256,
+                    };
+                    write_secondary_capture(&out.join(&name), &image, &content)?;
+                    record.secondary_capture = Some(name);
                 }
                 record.prediction = Some(p);
                 record.dicom = header;
@@ -221,6 +337,8 @@ fn write_csv(out: &Path) -> Result<RunSummary, Error> {
         "patient_sex",
         "error",
         "bundle_sha256",
+        "overlay",
+        "secondary_capture",
     ])
     .map_err(csv_error)?;
     let mut summary = RunSummary::default();
@@ -266,6 +384,8 @@ fn write_csv(out: &Path) -> Result<RunSummary, Error> {
             opt(d.and_then(|d| d.patient_sex.as_ref())),
             opt(r.error.as_ref()),
             r.bundle_sha256.clone(),
+            opt(r.overlay.as_ref()),
+            opt(r.secondary_capture.as_ref()),
         ])
         .map_err(csv_error)?;
     }

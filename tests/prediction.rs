@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use xray_pneumonia::infer::{Bundle, Decision};
-use xray_pneumonia::prediction::{collect_inputs, predict_files, FilmRecord, PREDICTIONS_JSONL};
+use xray_pneumonia::prediction::{
+    collect_inputs, predict_files, FilmRecord, PredictOptions, PREDICTIONS_JSONL,
+};
 
 fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
@@ -52,7 +54,14 @@ fn a_folder_with_broken_files_resumes_without_duplicates() {
     .expect("bundle")
     .with_batch_size(2);
     let out = dir.path().join("out");
-    let summary = predict_files(&bundle, &files, &out, &mut |_| {}).expect("run");
+    let summary = predict_files(
+        &bundle,
+        &files,
+        &out,
+        &PredictOptions::default(),
+        &mut |_| {},
+    )
+    .expect("run");
     assert_eq!(summary.errors, 3);
     let first = records(&out);
     assert_eq!(first.len(), 7);
@@ -85,7 +94,14 @@ fn a_folder_with_broken_files_resumes_without_duplicates() {
     let lines: Vec<&str> = text.lines().collect();
     let cut = lines[..4].join("\n") + "\n" + &lines[4][..lines[4].len() / 2];
     std::fs::write(&jsonl, cut).expect("cut");
-    let summary = predict_files(&bundle, &files, &out, &mut |_| {}).expect("resume");
+    let summary = predict_files(
+        &bundle,
+        &files,
+        &out,
+        &PredictOptions::default(),
+        &mut |_| {},
+    )
+    .expect("resume");
     assert_eq!(summary.already_done, 4);
     let again = records(&out);
     let paths: HashSet<&String> = again.iter().map(|r| &r.path).collect();
@@ -107,4 +123,53 @@ fn a_folder_with_broken_files_resumes_without_duplicates() {
         .iter()
         .filter_map(|r| r.prediction.as_ref())
         .all(|p| p.decision != Decision::Refer || !p.refer_reasons.is_empty()));
+}
+
+#[test]
+fn overlays_are_written_for_called_films_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let train = shared().join("kermany224/train");
+    let mut files: Vec<PathBuf> = [
+        "NORMAL/IM-0115-0001.jpeg",
+        "PNEUMONIA/person1_bacteria_1.jpeg",
+    ]
+    .iter()
+    .map(|n| train.join(n))
+    .collect();
+    // An adult film: referred by the population detector, so it gets no overlay.
+    files.push(shared().join("external/rsna_adult_normal/Normal-10025.png"));
+    let bundle = Bundle::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/scratch_cnn"),
+        &Device::Cpu,
+    )
+    .expect("bundle");
+    let out = dir.path().join("out");
+    let options = PredictOptions {
+        saliency: Some(xray_pneumonia::infer::Method::GradCam),
+        dicom_sc: false,
+    };
+    predict_files(&bundle, &files, &out, &options, &mut |_| {}).expect("run");
+    let lines = records(&out);
+    assert_eq!(lines.len(), 3);
+    for r in &lines {
+        let decision = r.prediction.as_ref().expect("prediction").decision;
+        match (&r.overlay, decision) {
+            (None, Decision::Refer) => {}
+            (Some(name), d) if d != Decision::Refer => {
+                let overlay = image::open(out.join(name)).expect("overlay PNG");
+                let film = image::open(&r.path).expect("film");
+                assert_eq!(overlay.width(), film.width(), "{name}");
+                assert_eq!(overlay.height(), film.height(), "{name}");
+            }
+            other => panic!("{}: {other:?}", r.path),
+        }
+    }
+    assert!(lines.iter().any(|r| r.overlay.is_some()));
+    assert!(lines.iter().any(|r| r.overlay.is_none()));
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).expect("csv");
+    assert!(csv
+        .lines()
+        .next()
+        .expect("header")
+        .ends_with(",overlay,secondary_capture"));
 }

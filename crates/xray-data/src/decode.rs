@@ -51,11 +51,26 @@ pub fn decode_gray(path: &Path, bytes: &[u8]) -> Result<GrayImage, DataError> {
 }
 
 /// [`decode_gray`], with the DICOM header's fields when the file is DICOM.
+///
+/// The decoders are third-party code reading untrusted bytes: a panic in one is caught and
+/// returned as an error naming the file, never passed on.
 pub fn decode_film(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(GrayImage, Option<crate::DicomInfo>), DataError> {
-    if crate::is_dicom(bytes) {
+    std::panic::catch_unwind(|| decode_film_unguarded(path, bytes)).unwrap_or_else(|_| {
+        Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: "the decoder failed on damaged data".into(),
+        })
+    })
+}
+
+fn decode_film_unguarded(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(GrayImage, Option<crate::DicomInfo>), DataError> {
+    if crate::is_dicom(bytes) || crate::is_bare_dicom(bytes) {
         let (film, info) = crate::decode_dicom(path, bytes)?;
         return Ok((film, Some(info)));
     }

@@ -5,16 +5,20 @@
 //!
 //! Without a VOI LUT or window in the file, the values are scaled from their minimum to their
 //! maximum (dicom-pixeldata's normalisation). A declared image larger than [`MAX_DICOM_PIXELS`]
-//! is refused before anything is decoded.
+//! is refused before anything is decoded. A bare data set without preamble and file meta
+//! ([`is_bare_dicom`]) is read as implicit VR little endian. Of a multi-frame file, the first
+//! frame is read, with a warning through `log`.
 
 use std::path::Path;
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{
     ConvertOptions, PhotometricInterpretation, PhotometricInterpretationOption, PixelDecoder,
-    VoiLutOption,
+    VoiLutFunction, VoiLutOption, WindowLevelTransform,
 };
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use serde::{Deserialize, Serialize};
 
 use crate::{DataError, GrayImage};
@@ -57,6 +61,51 @@ pub fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(128..132) == Some(b"DICM".as_slice())
 }
 
+/// Whether `bytes` start like a bare DICOM data set, stored without preamble and file meta
+/// (older modalities write these, in implicit VR little endian): an element of group 0008
+/// (identification, which comes first) whose length fits in the file.
+pub fn is_bare_dicom(bytes: &[u8]) -> bool {
+    let Some(head) = bytes.get(..8) else {
+        return false;
+    };
+    let group = u16::from_le_bytes([head[0], head[1]]);
+    let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    group == 0x0008 && length < bytes.len()
+}
+
+/// Secondary Capture, assumed for a bare data set that names no SOP class.
+const FALLBACK_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+/// The data set of a DICOM file, or of a bare data set given a file meta table.
+fn open(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, DataError> {
+    let preamble = is_dicom(bytes);
+    if !preamble && !is_bare_dicom(bytes) {
+        return Err(dicom_error(
+            path,
+            "no DICM marker after the 128-byte preamble, and no bare data set",
+            None,
+        ));
+    }
+    crate::dicom_lengths::check_declared_lengths(bytes, preamble)
+        .map_err(|reason| dicom_error(path, format!("damaged header: {reason}"), None))?;
+    let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
+        dicom_error(path, format!("unreadable data set: {e}"), Some(e))
+    };
+    if preamble {
+        return OpenFileOptions::new()
+            .from_reader(&bytes[132 - 4..])
+            .map_err(|e| unreadable(Box::new(e)));
+    }
+    let syntax = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let dataset = InMemDicomObject::read_dataset_with_ts(bytes, &syntax)
+        .map_err(|e| unreadable(Box::new(e)))?;
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(syntax.uid())
+        .media_storage_sop_class_uid(FALLBACK_SOP_CLASS)
+        .media_storage_sop_instance_uid("2.25.0");
+    dataset.with_meta(meta).map_err(|e| unreadable(Box::new(e)))
+}
+
 fn dicom_error(
     path: &Path,
     reason: impl Into<String>,
@@ -82,17 +131,21 @@ fn number(object: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<u64> {
 }
 
 /// Decodes the first frame of the DICOM file `bytes` (read from `path`, named in errors).
+///
+/// dicom-rs can panic on damaged input (the fuzzer found an index out of bounds in its RLE
+/// reader); such a panic is caught here and returned as an error naming the file.
 pub fn decode_dicom(path: &Path, bytes: &[u8]) -> Result<(GrayImage, DicomInfo), DataError> {
-    if !is_dicom(bytes) {
-        return Err(dicom_error(
+    std::panic::catch_unwind(|| decode_dicom_unguarded(path, bytes)).unwrap_or_else(|_| {
+        Err(dicom_error(
             path,
-            "no DICM marker after the 128-byte preamble",
+            "the DICOM decoder failed on damaged data",
             None,
-        ));
-    }
-    let object = OpenFileOptions::new()
-        .from_reader(&bytes[132 - 4..])
-        .map_err(|e| dicom_error(path, format!("unreadable data set: {e}"), Some(Box::new(e))))?;
+        ))
+    })
+}
+
+fn decode_dicom_unguarded(path: &Path, bytes: &[u8]) -> Result<(GrayImage, DicomInfo), DataError> {
+    let object = open(path, bytes)?;
     let transfer_syntax = object
         .meta()
         .transfer_syntax()
@@ -124,23 +177,88 @@ pub fn decode_dicom(path: &Path, bytes: &[u8]) -> Result<(GrayImage, DicomInfo),
         bits_stored: number(&object, tags::BITS_STORED).unwrap_or(0) as u16,
         transfer_syntax,
     };
+    // dicom-pixeldata asserts on these (found by the fuzzer); refuse them by name instead.
+    if !(1..=16).contains(&info.bits_stored) {
+        let reason = format!("Bits Stored {} is not 1 to 16", info.bits_stored);
+        return Err(dicom_error(path, reason, None));
+    }
+    if info.frames > 1 {
+        log::warn!(
+            "{}: {} frames; only the first is read",
+            path.display(),
+            info.frames
+        );
+    }
     let decoded = object.decode_pixel_data_frame(0).map_err(|e| {
         let reason = format!("pixel data (transfer syntax {}): {e}", info.transfer_syntax);
         dicom_error(path, reason, Some(Box::new(e)))
     })?;
-    match decoded.photometric_interpretation() {
-        PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2 => {}
+    let inverted = match decoded.photometric_interpretation() {
+        PhotometricInterpretation::Monochrome1 => true,
+        PhotometricInterpretation::Monochrome2 => false,
         other => {
             let reason = format!("photometric interpretation {other} is not a gray film");
             return Err(dicom_error(path, reason, None));
         }
+    };
+    let converting = |e: dicom_pixeldata::Error| {
+        dicom_error(path, format!("converting pixels: {e}"), Some(Box::new(e)))
+    };
+    if decoded.voi_lut_sequence().map_err(converting)?.is_some() {
+        // An explicit VOI LUT table: dicom-pixeldata applies it, at 16 bits.
+        let options = ConvertOptions::new()
+            .with_voi_lut(VoiLutOption::First)
+            .force_16bit()
+            .with_photometric_interpretation(PhotometricInterpretationOption::InvertMonochrome1);
+        let image = decoded
+            .to_dynamic_image_with_options(0, &options)
+            .map_err(converting)?;
+        return Ok((image.to_luma32f(), info));
     }
-    let options = ConvertOptions::new()
-        .with_voi_lut(VoiLutOption::First)
-        .force_16bit()
-        .with_photometric_interpretation(PhotometricInterpretationOption::InvertMonochrome1);
-    let image = decoded
-        .to_dynamic_image_with_options(0, &options)
-        .map_err(|e| dicom_error(path, format!("converting pixels: {e}"), Some(Box::new(e))))?;
-    Ok((image.to_luma32f(), info))
+    // The modality LUT in floating point, then the window (or min-max) here: dicom-pixeldata's
+    // own tables for 8-bit data round the window's output down to 8 bits.
+    let identity = ConvertOptions::new().with_voi_lut(VoiLutOption::Identity);
+    let values: Vec<f32> = decoded
+        .to_vec_frame_with_options(0, &identity)
+        .map_err(converting)?;
+    let window = decoded
+        .window()
+        .map_err(converting)?
+        .and_then(|w| w.first().copied());
+    let gray: Vec<f32> = match window {
+        Some(window) => {
+            let function = decoded
+                .voi_lut_function()
+                .map_err(converting)?
+                .and_then(|f| f.first().copied())
+                .unwrap_or(VoiLutFunction::Linear);
+            let transform = WindowLevelTransform::new(function, window);
+            values
+                .iter()
+                .map(|&v| transform.apply(f64::from(v), 1.0) as f32)
+                .collect()
+        }
+        None => min_max(&values),
+    };
+    let gray = gray
+        .into_iter()
+        .map(|v| if inverted { 1.0 - v } else { v }.clamp(0.0, 1.0))
+        .collect();
+    let film = GrayImage::from_raw(columns as u32, rows as u32, gray)
+        .ok_or_else(|| dicom_error(path, "pixel count does not match Rows x Columns", None))?;
+    Ok((film, info))
+}
+
+/// Values scaled from their minimum (0) to their maximum (1); all 0 when they are all equal.
+fn min_max(values: &[f32]) -> Vec<f32> {
+    let (low, high) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let range = high - low;
+    values
+        .iter()
+        .map(|&v| if range > 0.0 { (v - low) / range } else { 0.0 })
+        .collect()
 }

@@ -18,6 +18,7 @@ mod augment;
 mod batch;
 mod decode;
 mod dicom;
+mod dicom_lengths;
 mod error;
 mod layout;
 mod manifest;
@@ -32,7 +33,7 @@ pub use decode::{
     decode_film, decode_gray, load_images, resize_to_input, DecodedSet, GrayImage, LoadOptions,
     SkippedImage,
 };
-pub use dicom::{decode_dicom, is_dicom, DicomInfo, MAX_DICOM_PIXELS};
+pub use dicom::{decode_dicom, is_bare_dicom, is_dicom, DicomInfo, MAX_DICOM_PIXELS};
 pub use error::DataError;
 pub use layout::{scan_split, Label, Sample};
 pub use manifest::read_manifest;
