@@ -1,6 +1,5 @@
-//! A seeded mutation fuzzer of the film reader (`xray_data::decode_film`: JPEG, PNG, DICOM with
-//! or without file meta): real files with bits flipped, bytes and lengths overwritten with
-//! boundary values, ranges cut, deleted or repeated. Every input must give a film or an error,
+//! Runs the seeded mutation fuzzer of the film reader (`xray_data::fuzz`) on real files: JPEG,
+//! PNG, DICOM with or without file meta. Every input must give a film or an error,
 //! never a panic. Prints a JSON summary; exits 1 if anything panicked, saving the inputs that did
 //! under `--crashes`.
 //!
@@ -11,16 +10,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
-use xray_pneumonia::data::decode_film;
+use xray_pneumonia::data::fuzz::{fuzz_decode, FuzzInput};
 
 #[derive(Parser, Debug)]
 #[command(about = "Fuzz the film reader with seeded mutations of real files")]
@@ -67,46 +60,6 @@ fn default_seeds() -> Result<Vec<PathBuf>> {
     Ok(seeds)
 }
 
-/// Values that sit on the edges parsers get wrong.
-const BOUNDARY_BYTES: [u8; 6] = [0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF];
-const BOUNDARY_WORDS: [u32; 6] = [0, 1, 0x7FFF, 0xFFFF, 0x7FFF_FFFF, 0xFFFF_FFFF];
-
-/// One to four mutations of `bytes`.
-fn mutate(bytes: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    for _ in 0..rng.random_range(1..=4) {
-        if out.is_empty() {
-            break;
-        }
-        let at = rng.random_range(0..out.len());
-        match rng.random_range(0..6) {
-            0 => out[at] ^= 1 << rng.random_range(0..8),
-            1 => out[at] = BOUNDARY_BYTES[rng.random_range(0..BOUNDARY_BYTES.len())],
-            2 => {
-                let word = BOUNDARY_WORDS[rng.random_range(0..BOUNDARY_WORDS.len())].to_le_bytes();
-                let width = if rng.random_bool(0.5) { 2 } else { 4 };
-                for (k, b) in word.iter().take(width).enumerate() {
-                    if let Some(slot) = out.get_mut(at + k) {
-                        *slot = *b;
-                    }
-                }
-            }
-            3 => out.truncate(at),
-            4 => {
-                let end = (at + rng.random_range(1..=64)).min(out.len());
-                out.drain(at..end);
-            }
-            _ => {
-                let end = (at + rng.random_range(1..=64)).min(out.len());
-                let copy = out[at..end].to_vec();
-                let to = rng.random_range(0..=out.len());
-                out.splice(to..to, copy);
-            }
-        }
-    }
-    out
-}
-
 fn run() -> Result<()> {
     let args = Args::parse();
     let seeds = if args.seeds.is_empty() {
@@ -123,84 +76,44 @@ fn run() -> Result<()> {
             ))
         })
         .collect::<Result<_>>()?;
-    let input_of = |i: usize| {
-        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-        rng.set_stream(i as u64);
-        let (path, bytes) = &originals[rng.random_range(0..originals.len())];
-        (path, mutate(bytes, &mut rng))
-    };
     if let Some(i) = args.dump {
-        let (path, input) = input_of(i);
+        let input = FuzzInput::nth(&originals, args.seed, i);
         std::fs::create_dir_all(&args.crashes)?;
-        let name = format!(
-            "{i}-{}",
-            path.file_name()
-                .map_or("input".into(), |n| n.to_string_lossy())
-        );
-        std::fs::write(args.crashes.join(&name), input)?;
-        eprintln!("wrote {}", args.crashes.join(name).display());
+        let path = args.crashes.join(input.file_name());
+        std::fs::write(&path, &input.bytes)?;
+        eprintln!("wrote {}", path.display());
         return Ok(());
     }
     // A multi-frame seed would log a warning per input.
     log::set_max_level(log::LevelFilter::Error);
     // Panics are counted, not printed: the default hook would flood the terminal.
     std::panic::set_hook(Box::new(|_| {}));
-    let (films, errors) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let panicked = Mutex::new(Vec::new());
-    let slowest = Mutex::new((0.0f64, PathBuf::new(), Vec::new()));
-    let started = Instant::now();
-    (0..args.count).into_par_iter().for_each(|i| {
-        let (path, input) = input_of(i);
-        let began = Instant::now();
-        let result = std::panic::catch_unwind(|| decode_film(path, &input).map(|_| ()));
-        let took = began.elapsed().as_secs_f64();
-        if let Ok(mut slowest) = slowest.lock() {
-            if took > slowest.0 {
-                *slowest = (took, path.clone(), input.clone());
-            }
-        }
-        match result {
-            Ok(Ok(())) => films.fetch_add(1, Ordering::Relaxed),
-            Ok(Err(_)) => errors.fetch_add(1, Ordering::Relaxed),
-            Err(_) => {
-                if let Ok(mut list) = panicked.lock() {
-                    list.push((i, path.clone(), input));
-                }
-                0
-            }
-        };
-    });
+    let report = fuzz_decode(&originals, args.count, args.seed);
     let _ = std::panic::take_hook();
-    let panicked = panicked.into_inner().unwrap_or_default();
     std::fs::create_dir_all(&args.crashes)
         .with_context(|| format!("creating {}", args.crashes.display()))?;
-    for (i, path, input) in panicked.iter().take(20) {
-        let name = format!(
-            "{i}-{}",
-            path.file_name()
-                .map_or("input".into(), |n| n.to_string_lossy())
-        );
-        std::fs::write(args.crashes.join(name), input)?;
+    for input in report.panicked.iter().take(20) {
+        std::fs::write(args.crashes.join(input.file_name()), &input.bytes)?;
     }
-    let (slowest_seconds, slowest_seed, slowest_input) = slowest.into_inner().unwrap_or_default();
-    std::fs::write(args.crashes.join("slowest_input"), &slowest_input)?;
+    let (slowest_seconds, slowest) = &report.slowest;
+    std::fs::write(args.crashes.join("slowest_input"), &slowest.bytes)?;
     let summary = serde_json::json!({
         "slowest_seconds": slowest_seconds,
-        "slowest_seed_file": slowest_seed.display().to_string(),
+        "slowest_seed_file": slowest.origin.display().to_string(),
         "inputs": args.count,
         "seed": args.seed,
         "seed_files": seeds.len(),
-        "films": films.into_inner(),
-        "errors": errors.into_inner(),
-        "panics": panicked.len(),
-        "seconds": started.elapsed().as_secs_f64(),
+        "films": report.films,
+        "errors": report.errors,
+        "panics": report.panicked.len(),
+        "seconds": report.seconds,
         "threads": rayon::current_num_threads(),
     });
     println!("{summary}");
-    if !panicked.is_empty() {
+    if !report.panicked.is_empty() {
         bail!(
             "{} inputs panicked; the first are in {}",
-            panicked.len(),
+            report.panicked.len(),
             args.crashes.display()
         );
     }

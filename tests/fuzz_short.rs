@@ -2,23 +2,14 @@
 //! files (the `fuzz_decode` example) give films or errors, never a panic, and none takes long.
 //! The full run is a million inputs (README, Tests).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn example(name: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps; cargo builds the examples beside it.
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    profile.join("examples").join(name)
-}
+use std::process::Command;
 
 #[test]
 fn three_thousand_mutated_files_never_panic() {
     let crashes = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(example("fuzz_decode"))
+    let output = Command::new(common::example("fuzz_decode"))
         .args(["--count", "3000", "--seed", "7", "--crashes"])
         .arg(crashes.path())
         .output()

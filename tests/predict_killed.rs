@@ -2,23 +2,15 @@
 //! gets 990 predictions and 10 errors naming the files, and exit status 2; the `predict`
 //! program killed with SIGKILL part-way and run again ends with 1,000 lines and no duplicate.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn example(name: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps; cargo builds the examples beside it.
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    profile.join("examples").join(name)
-}
-
 fn predict(input: &Path, out: &Path) -> Command {
-    let mut command = Command::new(example("predict"));
+    let mut command = Command::new(common::example("predict"));
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/scratch_cnn");
     command
         .args(["--model", model, "--cpu", "--batch-size", "16", "--out"])

@@ -2,22 +2,14 @@
 //! same bundle as a run never interrupted: the same weights bit for bit, the same threshold,
 //! metrics and training log (timings aside).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn example(name: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps; cargo builds the examples beside it.
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    profile.join("examples").join(name)
-}
-
 fn train_scratch(out: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::new(example("train_scratch"));
+    let mut command = Command::new(common::example("train_scratch"));
     let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/kermany224");
     command
         .args(["--data", shared, "--limit-per-class", "40", "--epochs", "6"])

@@ -20,6 +20,7 @@ mod decode;
 mod dicom;
 mod dicom_lengths;
 mod error;
+pub mod fuzz;
 mod layout;
 mod manifest;
 mod patient;
