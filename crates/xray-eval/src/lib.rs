@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod agreement;
 mod bootstrap;
 mod calibration;
 mod curves;
@@ -51,9 +52,12 @@ pub use plots::Figure;
 pub use prior_shift::{PriorShift, MAX_EM_STEPS};
 pub use report::{Block, Report};
 
+pub use agreement::AgreementTable;
 pub use error::EvalError;
 pub use metrics::{ConfusionMatrix, Metrics};
-pub use overlay::{heat_overlay, overlay, save_overlay_png, side_by_side, ColourMap, OverlayStyle};
+pub use overlay::{
+    heat_layer, heat_overlay, overlay, save_overlay_png, side_by_side, ColourMap, OverlayStyle,
+};
 pub use roc::roc_auc;
 pub use saliency::{
     block_ranking, deletion_curve, grad_cam, insertion_curve, integrated_gradients, occlusion,

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use image::{ImageBuffer, Luma, Rgb, RgbImage};
+use image::{ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 
 use crate::{EvalError, SaliencyMap};
 
@@ -73,18 +73,10 @@ pub fn overlay(
 ) -> RgbImage {
     let (w, h) = film.dimensions();
     let map = map.resized(w, h);
-    let mut sorted: Vec<f32> = map.values.clone();
-    sorted.sort_by(f32::total_cmp);
-    let q = (style.clip_percentile.clamp(0.0, 100.0) / 100.0) as f64;
-    let top = sorted
-        .get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
-        .max(f32::MIN_POSITIVE);
+    let strength = clipped_strength(&map, style.clip_percentile);
     let gradient = style.colour_map.gradient();
     let mut out = RgbImage::new(w, h);
-    for ((pixel, gray), s) in out.pixels_mut().zip(film.pixels()).zip(&map.values) {
-        let s = (s / top).clamp(0.0, 1.0);
+    for ((pixel, gray), s) in out.pixels_mut().zip(film.pixels()).zip(strength) {
         let colour = gradient.eval_continuous(s as f64);
         let alpha = style.opacity.clamp(0.0, 1.0) * s;
         let g = gray.0[0].clamp(0.0, 1.0) * 255.0;
@@ -92,6 +84,38 @@ pub fn overlay(
         *pixel = Rgb([blend(colour.r), blend(colour.g), blend(colour.b)]);
     }
     out
+}
+
+/// `map` alone as a colour layer on a transparent background, at `width` x `height`: what a
+/// viewer lays over the film at an opacity the reader chooses. Each pixel's alpha is
+/// `style.opacity` times its saliency, as [`overlay`] blends it.
+pub fn heat_layer(map: &SaliencyMap, width: u32, height: u32, style: &OverlayStyle) -> RgbaImage {
+    let map = map.resized(width, height);
+    let strength = clipped_strength(&map, style.clip_percentile);
+    let gradient = style.colour_map.gradient();
+    let mut out = RgbaImage::new(width, height);
+    for (pixel, s) in out.pixels_mut().zip(strength) {
+        let colour = gradient.eval_continuous(s as f64);
+        let alpha = (style.opacity.clamp(0.0, 1.0) * s * 255.0).round() as u8;
+        *pixel = Rgba([colour.r, colour.g, colour.b, alpha]);
+    }
+    out
+}
+
+/// Saliency scaled to `[0, 1]`, values at or above the percentile clipped to 1.
+fn clipped_strength(map: &SaliencyMap, clip_percentile: f32) -> Vec<f32> {
+    let mut sorted: Vec<f32> = map.values.clone();
+    sorted.sort_by(f32::total_cmp);
+    let q = (clip_percentile.clamp(0.0, 100.0) / 100.0) as f64;
+    let top = sorted
+        .get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+        .max(f32::MIN_POSITIVE);
+    map.values
+        .iter()
+        .map(|s| (s / top).clamp(0.0, 1.0))
+        .collect()
 }
 
 /// [`overlay`] with the inferno colours, clipping at the 99th percentile.
@@ -133,4 +157,32 @@ pub fn save_overlay_png(image: &RgbImage, path: &Path) -> Result<(), EvalError> 
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heat_layer_is_clear_where_the_map_is_cold_and_opaque_where_hot() {
+        let map = SaliencyMap::from_values(2, 2, vec![0.0, 0.25, 0.5, 1.0], 0.0);
+        let style = OverlayStyle {
+            opacity: 1.0,
+            clip_percentile: 100.0,
+            ..OverlayStyle::default()
+        };
+        let layer = heat_layer(&map, 2, 2, &style);
+        let alphas: Vec<u8> = layer.pixels().map(|p| p.0[3]).collect();
+        assert_eq!(alphas, vec![0, 64, 128, 255]);
+        // The layer over black at full opacity is what `overlay` draws on a black film.
+        let black = ImageBuffer::from_pixel(2, 2, Luma([0.0f32]));
+        let blended = overlay(&black, &map, &style);
+        for (l, b) in layer.pixels().zip(blended.pixels()) {
+            let a = l.0[3] as f32 / 255.0;
+            for c in 0..3 {
+                let expected = (a * l.0[c] as f32).round();
+                assert!((expected - b.0[c] as f32).abs() <= 1.0);
+            }
+        }
+    }
 }
