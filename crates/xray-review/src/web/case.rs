@@ -5,7 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::views::{CasePage, CaseView, DecisionView};
+use super::views::{CasePage, CaseView, DecisionView, ReadingButton};
 use super::{page, AppError, AppState, Session};
 use crate::db::DecisionRefused;
 use crate::model::{NewDecision, Reading};
@@ -40,6 +40,7 @@ pub async fn case_page(
         disclaimer: xray_infer::DISCLAIMER,
         csrf: session.csrf.clone(),
         case: CaseView::new(&case),
+        buttons: ReadingButton::for_case(&case),
         decisions: decisions.iter().map(DecisionView::new).collect(),
         own,
     };

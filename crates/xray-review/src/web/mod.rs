@@ -1,5 +1,5 @@
 //! HTTP: the router, shared state, security headers and error pages. Every route but
-//! `/health`, `/login` and the two static files needs a signed-in session; every form that
+//! `/health`, `/login` and the three static files needs a signed-in session; every form that
 //! changes something carries the session's CSRF token.
 
 mod case;
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/static/app.css", get(views::stylesheet))
         .route("/static/app.js", get(views::script))
+        .route("/static/icon.svg", get(views::icon))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/", get(|| async { Redirect::to("/worklist") }))

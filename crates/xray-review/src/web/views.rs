@@ -114,7 +114,6 @@ pub struct CaseView {
     pub has_film: bool,
     pub queued: bool,
     pub overlays: bool,
-    pub model_called: bool,
     pub model_label: String,
     pub model_css: &'static str,
     pub probability: Option<String>,
@@ -142,7 +141,6 @@ impl CaseView {
             has_film: case.status == CaseStatus::Done,
             queued: case.status == CaseStatus::Queued,
             overlays: case.overlays,
-            model_called: matches!(case.model_decision.as_deref(), Some("pneumonia" | "normal")),
             model_label: model_label(case),
             model_css: decision_css(case.model_decision.as_deref()),
             probability: case.probability.map(|p| format!("{p:.3}")),
@@ -156,6 +154,40 @@ impl CaseView {
             bundle: case.bundle_sha256.clone().unwrap_or_default(),
             refer_reasons: case.refer_reasons.clone(),
         }
+    }
+}
+
+/// One reading button of the decision form.
+pub struct ReadingButton {
+    pub value: &'static str,
+    pub id: &'static str,
+    pub label: String,
+}
+
+impl ReadingButton {
+    /// Agree and disagree when the model called the film; the three readings when it referred.
+    pub fn for_case(case: &CaseRow) -> Vec<ReadingButton> {
+        let button = |value, id, label: &str| ReadingButton {
+            value,
+            id,
+            label: label.to_string(),
+        };
+        let mut buttons = match case.model_decision.as_deref() {
+            Some("normal") => vec![
+                button("agree", "agree", "Agree: normal"),
+                button("pneumonia", "read-pneumonia", "Disagree: pneumonia"),
+            ],
+            Some("pneumonia") => vec![
+                button("agree", "agree", "Agree: pneumonia"),
+                button("normal", "read-normal", "Disagree: normal"),
+            ],
+            _ => vec![
+                button("pneumonia", "read-pneumonia", "Pneumonia"),
+                button("normal", "read-normal", "Normal"),
+            ],
+        };
+        buttons.push(button("uncertain", "read-uncertain", "Uncertain"));
+        buttons
     }
 }
 
@@ -196,6 +228,7 @@ pub struct CasePage {
     pub case: CaseView,
     pub decisions: Vec<DecisionView>,
     pub own: Vec<DecisionView>,
+    pub buttons: Vec<ReadingButton>,
 }
 
 #[derive(Template)]
@@ -302,6 +335,17 @@ pub async fn script() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../static/app.js"),
+    )
+        .into_response()
+}
+
+pub async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/icon.svg"),
     )
         .into_response()
 }
