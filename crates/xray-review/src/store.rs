@@ -48,11 +48,22 @@ pub struct FilmStore {
 }
 
 impl FilmStore {
-    /// Opens (creating) the store at `root`.
+    /// Opens (creating) the store at `root`, removing temporary files a crash left behind
+    /// (no case refers to them: a case is recorded only after its file is renamed in place).
     pub fn open(root: &Path) -> Result<FilmStore, ReviewError> {
         for sub in ["films", "derived"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|e| ReviewError::io(&dir, e))?;
+            for entry in std::fs::read_dir(&dir).map_err(|e| ReviewError::io(&dir, e))? {
+                let path = entry.map_err(|e| ReviewError::io(&dir, e))?.path();
+                let partial = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(INCOMING));
+                if partial {
+                    std::fs::remove_file(&path).map_err(|e| ReviewError::io(&path, e))?;
+                }
+            }
         }
         Ok(FilmStore {
             root: root.to_path_buf(),
@@ -93,6 +104,9 @@ impl FilmStore {
     }
 }
 
+/// Prefix of files being written.
+const INCOMING: &str = ".incoming-";
+
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -113,7 +127,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReviewError> {
 }
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), ReviewError> {
-    let path = dir.join(format!(".incoming-{}", &crate::auth::random_token()[..16]));
+    let path = dir.join(format!("{INCOMING}{}", &crate::auth::random_token()[..16]));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -2,6 +2,10 @@
 //! and a real server process on a free port.
 #![allow(dead_code)]
 
+pub mod client;
+#[allow(unused_imports)]
+pub use client::{csrf_in, multipart};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,44 +42,6 @@ pub fn films(class: &str, n: usize) -> Vec<PathBuf> {
 /// The real DICOM film.
 pub fn dicom_film() -> PathBuf {
     workspace().join("../shared/data/dicom/cxr_pa_monochrome2.dcm")
-}
-
-/// A `multipart/form-data` body: the CSRF field (when given) then each file as `films`.
-pub fn multipart(csrf: Option<&str>, files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "xray-review-test-boundary-7c1f";
-    let mut body = Vec::new();
-    if let Some(token) = csrf {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    for (name, bytes) in files {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"films\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// The value of `name="csrf"` in a page.
-pub fn csrf_in(page: &str) -> Option<String> {
-    let at = page.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
-    Some(
-        page[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_hexdigit())
-            .collect(),
-    )
 }
 
 /// A free loopback port.
