@@ -4,7 +4,7 @@
 //! matches its own stream decoded by libjpeg; broken files are refused with an error naming
 //! them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use xray_infer::{read_film, read_film_with_header, Bundle, GrayImage};
@@ -155,4 +155,33 @@ fn broken_files_are_refused_naming_the_file_and_the_fault() {
         assert!(error.contains(name), "{name}: {error}");
         assert!(error.contains(fault), "{name}: {error}");
     }
+}
+
+#[test]
+fn a_jpeg_stream_larger_than_its_data_set_is_refused_before_decoding() {
+    let mut bytes = std::fs::read(fixture("jpeg_baseline.dcm")).unwrap();
+    // Inside the JPEG stream, the SOF0 segment: FF C0, length (2), precision (1), height, width.
+    let soi = bytes
+        .windows(3)
+        .position(|w| w == [0xff, 0xd8, 0xff])
+        .unwrap();
+    let sof = soi
+        + bytes[soi..]
+            .windows(2)
+            .position(|w| w == [0xff, 0xc0])
+            .unwrap();
+    bytes[sof + 5..sof + 7].copy_from_slice(&30_000u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&30_000u16.to_be_bytes());
+    let start = std::time::Instant::now();
+    let error = xray_data::decode_film(Path::new("big_stream.dcm"), &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("big_stream.dcm") && error.contains("30000 x 30000 pixels"),
+        "{error}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    // The untouched file still decodes.
+    let intact = std::fs::read(fixture("jpeg_baseline.dcm")).unwrap();
+    assert!(xray_data::decode_film(Path::new("intact.dcm"), &intact).is_ok());
 }

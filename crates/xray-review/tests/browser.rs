@@ -1,8 +1,9 @@
 //! End to end in headless Chromium (Debian's `chromium` and `chromium-driver`, through
 //! WebDriver): sign in, upload a DICOM and a JPEG, see the probability and the overlay, toggle
 //! it and switch its method, record a disagreement with a reason, restart the server, and find
-//! the decision and its audit entry. Fails on any console error or any image that does not
-//! load. Skipped only where chromedriver is missing and `CI` is unset; `.ci/run` installs it.
+//! the decision and its audit entry. Fails on any console warning or error and on any image
+//! that does not load. Skipped only where chromedriver is missing and `CI` is unset; `.ci/run`
+//! installs it.
 
 mod common;
 
@@ -10,31 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
+use common::webdriver::Session;
 use common::{Server, PASSWORD};
-
-/// Chromedriver's "get log" command (Chrome's extension to WebDriver): the browser console.
-#[derive(Debug)]
-struct BrowserLog;
-
-impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(
-        &self,
-        base: &url::Url,
-        session: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (
-            http::Method::POST,
-            Some(json!({ "type": "browser" }).to_string()),
-        )
-    }
-}
 
 struct Driver(Child);
 
@@ -53,69 +33,63 @@ fn chromedriver() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
-}
-
-/// Every console entry at warning level or above since the last call, as text.
-async fn console_problems(client: &Client) -> Vec<String> {
-    let log = client.issue_cmd(BrowserLog).await.expect("browser log");
-    log.as_array()
-        .into_iter()
-        .flatten()
+/// Console entries at warning level or above since the last call, as text.
+fn console_problems(browser: &Session) -> Vec<String> {
+    browser
+        .console()
+        .expect("browser log")
+        .iter()
         .filter(|e| matches!(e["level"].as_str(), Some("SEVERE") | Some("WARNING")))
         .map(|e| e["message"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
-/// Fails unless every image on the page has loaded with a size.
-async fn assert_images_loaded(client: &Client, page: &str) {
-    let broken = client
+fn assert_images_loaded(browser: &Session, page: &str) {
+    let broken = browser
         .execute(
-            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);",
-            vec![],
+            "return Array.from(document.images)\
+             .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);",
         )
-        .await
         .unwrap();
     assert_eq!(broken, json!([]), "images that did not load on {page}");
 }
 
-async fn wait_for_images(client: &Client) {
+fn wait_for_images(browser: &Session) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        let done = client
-            .execute(
-                "return Array.from(document.images).every(i => i.complete);",
-                vec![],
-            )
-            .await
+        let done = browser
+            .execute("return Array.from(document.images).every(i => i.complete);")
             .unwrap();
         if done == Value::Bool(true) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Reloads a case page until the model has read the film.
-async fn open_read_case(client: &Client, url: &str) {
+fn open_read_case(browser: &Session, url: &str) {
     let start = Instant::now();
     loop {
-        client.goto(url).await.unwrap();
-        if client.find(Locator::Id("model-decision")).await.is_ok() {
-            wait_for_images(client).await;
+        browser.goto(url).unwrap();
+        if browser.find("#model-decision").is_ok() {
+            wait_for_images(browser);
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "{url} was never read"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reader_reviews_films_in_chromium_and_the_record_survives_a_restart() {
+fn text_of(browser: &Session, css: &str) -> String {
+    browser.text(&browser.find(css).unwrap()).unwrap()
+}
+
+#[test]
+fn a_reader_reviews_films_in_chromium_and_the_record_survives_a_restart() {
     let Some(driver_path) = chromedriver() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -139,290 +113,169 @@ async fn a_reader_reviews_films_in_chromium_and_the_record_survives_a_restart() 
             .spawn()
             .unwrap(),
     );
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium(),
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1400,1000",
                      format!("--user-data-dir={}", dir.path().join("profile").display())],
-        }),
-    );
-    capabilities.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
-    let mut client = None;
+        },
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
+    let driver_url = format!("http://127.0.0.1:{driver_port}");
     let start = Instant::now();
-    while client.is_none() {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(capabilities.clone())
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await
-        {
-            Ok(c) => client = Some(c),
+    let browser = loop {
+        match Session::new(&driver_url, capabilities.clone()) {
+            Ok(session) => break session,
             Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("chromedriver: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
-    }
-    let client = client.unwrap();
+    };
     let base = server.url.clone();
     let mut problems = Vec::new();
+    let wait = Duration::from_secs(30);
 
     // Sign in.
-    client.goto(&format!("{base}/worklist")).await.unwrap();
-    assert!(client
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/login"));
-    client
-        .find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
+    browser.goto(&format!("{base}/worklist")).unwrap();
+    assert!(browser.current_url().unwrap().ends_with("/login"));
+    browser
+        .send_keys(&browser.find("#name").unwrap(), "alice")
         .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
+    browser
+        .send_keys(&browser.find("#password").unwrap(), PASSWORD)
         .unwrap();
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("films"))
-        .await
-        .unwrap();
-    problems.extend(console_problems(&client).await);
+    browser.click(&browser.find("#sign-in").unwrap()).unwrap();
+    browser.wait_for("#films", wait).unwrap();
+    problems.extend(console_problems(&browser));
 
     // Upload a DICOM and a JPEG at once.
-    let jpeg = common::films("NORMAL", 1).remove(0);
-    let dicom = common::dicom_film();
-    let files = format!(
-        "{}\n{}",
-        dicom.canonicalize().unwrap().display(),
-        jpeg.canonicalize().unwrap().display()
-    );
-    client
-        .find(Locator::Id("films"))
-        .await
-        .unwrap()
-        .send_keys(&files)
-        .await
+    let jpeg = common::films("NORMAL", 1).remove(0).canonicalize().unwrap();
+    let dicom = common::dicom_film().canonicalize().unwrap();
+    let files = format!("{}\n{}", dicom.display(), jpeg.display());
+    browser
+        .send_keys(&browser.find("#films").unwrap(), &files)
         .unwrap();
-    client
-        .find(Locator::Id("upload"))
-        .await
-        .unwrap()
-        .click()
-        .await
+    browser.click(&browser.find("#upload").unwrap()).unwrap();
+    let accepted = browser
+        .text(&browser.wait_for("#accepted", wait).unwrap())
         .unwrap();
-    let accepted = client
-        .wait()
-        .for_element(Locator::Id("accepted"))
-        .await
-        .unwrap();
-    let text = accepted.text().await.unwrap();
+    let jpeg_name = jpeg.file_name().unwrap().to_str().unwrap();
     assert!(
-        text.contains("cxr_pa_monochrome2.dcm")
-            && text.contains(jpeg.file_name().unwrap().to_str().unwrap()),
-        "{text}"
+        accepted.contains("cxr_pa_monochrome2.dcm") && accepted.contains(jpeg_name),
+        "{accepted}"
     );
-    // Cases are numbered in upload order: the DICOM is #1, the JPEG #2.
-    problems.extend(console_problems(&client).await);
+    problems.extend(console_problems(&browser));
 
-    // The DICOM film: read, referred (an adult film), its header shown, its image loaded.
-    open_read_case(&client, &format!("{base}/cases/1")).await;
-    let meta = client
-        .find(Locator::Css("p.meta"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Cases are numbered in upload order. The DICOM film (#1) is read, referred (an adult
+    // film), its header shown and its image loaded.
+    open_read_case(&browser, &format!("{base}/cases/1"));
+    let meta = text_of(&browser, "p.meta");
     assert!(
         meta.contains("view PA") && meta.contains("patient"),
         "{meta}"
     );
-    assert_images_loaded(&client, "case 1").await;
-    problems.extend(console_problems(&client).await);
+    assert_images_loaded(&browser, "case 1");
+    problems.extend(console_problems(&browser));
 
-    // The JPEG: probability and overlay, toggled and switched to Integrated Gradients.
-    open_read_case(&client, &format!("{base}/cases/2")).await;
-    let probability = client
-        .find(Locator::Id("calibrated"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The JPEG (#2): probability and overlay, screenshot, overlay toggled and switched.
+    open_read_case(&browser, &format!("{base}/cases/2"));
+    let probability = text_of(&browser, "#calibrated");
     assert!(
         probability
             .parse::<f64>()
             .is_ok_and(|p| (0.0..=1.0).contains(&p)),
         "{probability}"
     );
-    let model = client
-        .find(Locator::Id("model-decision"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let model = text_of(&browser, "#model-decision");
     assert!(
         model == "NORMAL" || model == "PNEUMONIA",
         "a training film is called: {model}"
     );
-    assert_images_loaded(&client, "case 2").await;
-    let screenshot = client.screenshot().await.unwrap();
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::write(shots.join("review_case.png"), &screenshot).unwrap();
+    assert_images_loaded(&browser, "case 2");
+    let screenshot = browser.screenshot().unwrap();
+    assert!(screenshot.starts_with(b"\x89PNG"));
+    std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("review_case.png"),
+        &screenshot,
+    )
+    .unwrap();
     if let Some(path) = std::env::var_os("REVIEW_SCREENSHOT") {
         std::fs::write(path, &screenshot).unwrap();
     }
     let overlay_display = "return getComputedStyle(document.getElementById('overlay')).display;";
-    assert_eq!(
-        client.execute(overlay_display, vec![]).await.unwrap(),
-        json!("block")
-    );
-    client
-        .find(Locator::Id("overlay-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
+    assert_eq!(browser.execute(overlay_display).unwrap(), json!("block"));
+    let toggle = browser.find("#overlay-toggle").unwrap();
+    browser.click(&toggle).unwrap();
+    assert_eq!(browser.execute(overlay_display).unwrap(), json!("none"));
+    browser.click(&toggle).unwrap();
+    assert_eq!(browser.execute(overlay_display).unwrap(), json!("block"));
+    browser
+        .click(&browser.find("#overlay-method").unwrap())
         .unwrap();
-    assert_eq!(
-        client.execute(overlay_display, vec![]).await.unwrap(),
-        json!("none")
-    );
-    client
-        .find(Locator::Id("overlay-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
+    browser
+        .click(
+            &browser
+                .find("#overlay-method option[value=integrated_gradients]")
+                .unwrap(),
+        )
         .unwrap();
-    assert_eq!(
-        client.execute(overlay_display, vec![]).await.unwrap(),
-        json!("block")
-    );
-    client
-        .find(Locator::Id("overlay-method"))
-        .await
-        .unwrap()
-        .select_by_value("integrated_gradients")
-        .await
-        .unwrap();
-    wait_for_images(&client).await;
-    let src = client
-        .find(Locator::Id("overlay"))
-        .await
-        .unwrap()
-        .attr("src")
-        .await
+    wait_for_images(&browser);
+    let src = browser
+        .attribute(&browser.find("#overlay").unwrap(), "src")
         .unwrap()
         .unwrap();
     assert!(src.ends_with("/layers/integrated_gradients"), "{src}");
-    assert_images_loaded(&client, "case 2 with Integrated Gradients").await;
-    client.execute(
-        "const w = document.getElementById('window'); w.value = 40; w.dispatchEvent(new Event('input'));",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let slope = client
-        .execute(
-            "return document.querySelector('#wl feFuncR').getAttribute('slope');",
-            vec![],
-        )
-        .await
+    assert_images_loaded(&browser, "case 2 with Integrated Gradients");
+    browser
+        .execute("const w = document.getElementById('window'); w.value = 40; w.dispatchEvent(new Event('input'));")
         .unwrap();
-    assert_eq!(slope, json!("2.5"), "window 40% maps to slope 1/0.4");
-    problems.extend(console_problems(&client).await);
+    let slope = browser
+        .execute("return document.querySelector('#wl feFuncR').getAttribute('slope');")
+        .unwrap();
+    assert_eq!(slope, json!("2.5"), "a 40% window maps to slope 1/0.4");
+    problems.extend(console_problems(&browser));
 
-    // Disagree, with a reason.
+    // Disagree, with a reason; the next pending case (#1) opens.
     let disagree = if model == "NORMAL" {
-        "read-pneumonia"
+        "#read-pneumonia"
     } else {
-        "read-normal"
+        "#read-normal"
     };
     let reason = "retrocardiac opacity on the lateral margin";
-    client
-        .find(Locator::Id("reason"))
-        .await
-        .unwrap()
-        .send_keys(reason)
-        .await
+    browser
+        .send_keys(&browser.find("#reason").unwrap(), reason)
         .unwrap();
-    client
-        .find(Locator::Id(disagree))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_url(&url::Url::parse(&format!("{base}/cases/1")).unwrap())
-        .await
-        .unwrap();
-    problems.extend(console_problems(&client).await);
+    browser.click(&browser.find(disagree).unwrap()).unwrap();
+    let start = Instant::now();
+    while !browser.current_url().unwrap().ends_with("/cases/1") {
+        assert!(start.elapsed() < wait, "the next pending case did not open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    problems.extend(console_problems(&browser));
 
     // Restart the server the hard way; the session, the decision and the audit entry remain.
     server.kill();
     let server = Server::start(&db, port);
-    client
-        .goto(&format!("{}/cases/2", server.url))
-        .await
-        .unwrap();
-    let decisions = client
-        .find(Locator::Id("decisions"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    browser.goto(&format!("{}/cases/2", server.url)).unwrap();
+    let decisions = text_of(&browser, "#decisions");
     assert!(
         decisions.contains(reason) && decisions.contains("disagrees with the model"),
         "{decisions}"
     );
-    client
+    browser
         .goto(&format!("{}/worklist?filter=disagree", server.url))
-        .await
         .unwrap();
-    let list = client
-        .find(Locator::Css("table.worklist"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text_of(&browser, "table.worklist");
     assert!(list.contains("#2"), "{list}");
-    client.goto(&format!("{}/audit", server.url)).await.unwrap();
-    let audit = client
-        .find(Locator::Id("audit"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    browser.goto(&format!("{}/audit", server.url)).unwrap();
+    let audit = text_of(&browser, "#audit");
     assert!(
         audit
             .lines()
             .any(|l| l.contains("decision") && l.contains("#2") && l.contains(reason)),
         "{audit}"
     );
-    problems.extend(console_problems(&client).await);
-    client.close().await.unwrap();
+    problems.extend(console_problems(&browser));
+    browser.quit().unwrap();
     assert!(problems.is_empty(), "console problems: {problems:#?}");
 }

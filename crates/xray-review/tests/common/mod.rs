@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod webdriver;
 #[allow(unused_imports)]
 pub use client::{csrf_in, multipart};
 
