@@ -158,7 +158,9 @@ pub async fn login(
             match found {
                 Some((user, _)) if ok => Ok(Some(user)),
                 _ => {
-                    s.db.audit(None, "login_refused", None, &name)?;
+                    // The name as typed, shortened: a refused login may carry anything.
+                    let typed: String = name.chars().take(64).collect();
+                    s.db.audit(None, "login_refused", None, &typed)?;
                     Ok(None)
                 }
             }
