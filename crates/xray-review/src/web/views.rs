@@ -317,35 +317,32 @@ pub fn render(template: &impl Template, name: &'static str) -> Response {
     }
 }
 
-pub async fn stylesheet() -> Response {
+/// A file shipped inside the binary, cacheable for an hour.
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("../../static/app.css"),
+        body,
     )
         .into_response()
+}
+
+pub async fn stylesheet() -> Response {
+    static_file(
+        "text/css; charset=utf-8",
+        include_str!("../../static/app.css"),
+    )
 }
 
 pub async fn script() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
+    static_file(
+        "text/javascript; charset=utf-8",
         include_str!("../../static/app.js"),
     )
-        .into_response()
 }
 
 pub async fn icon() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        include_str!("../../static/icon.svg"),
-    )
-        .into_response()
+    static_file("image/svg+xml", include_str!("../../static/icon.svg"))
 }
