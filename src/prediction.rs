@@ -238,10 +238,7 @@ fn write_overlay(
 
 /// The film itself as 8-bit RGB (what a referred film's Secondary Capture shows).
 fn plain_rgb(film: &GrayImage) -> RgbImage {
-    RgbImage::from_fn(film.width(), film.height(), |x, y| {
-        let v = (film.get_pixel(x, y)[0].clamp(0.0, 1.0) * 255.0).round() as u8;
-        image::Rgb([v, v, v])
-    })
+    image::DynamicImage::ImageLuma8(xray_data::to_gray8(film)).to_rgb8()
 }
 
 /// Reads a batch of files in parallel and predicts the readable ones in one pass.

@@ -117,6 +117,14 @@ pub fn resize_to_input(film: &GrayImage, size: u32) -> std::borrow::Cow<'_, Gray
     }
 }
 
+/// A film with intensities in `[0, 1]` as 8-bit gray (clamped, rounded): what a viewer or an
+/// image file shows.
+pub fn to_gray8(film: &GrayImage) -> image::GrayImage {
+    image::GrayImage::from_fn(film.width(), film.height(), |x, y| {
+        Luma([(film.get_pixel(x, y)[0].clamp(0.0, 1.0) * 255.0).round() as u8])
+    })
+}
+
 /// Reads, hashes, decodes and resizes one file.
 fn load_one(path: &Path, size: u32) -> Result<(GrayImage, [u8; 32]), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;

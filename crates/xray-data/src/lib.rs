@@ -31,8 +31,8 @@ mod split;
 pub use augment::{augment, test_time_views, AugmentConfig, ViewTransform};
 pub use batch::{epoch_order, images_to_tensor};
 pub use decode::{
-    decode_film, decode_gray, load_images, resize_to_input, DecodedSet, GrayImage, LoadOptions,
-    SkippedImage,
+    decode_film, decode_gray, load_images, resize_to_input, to_gray8, DecodedSet, GrayImage,
+    LoadOptions, SkippedImage,
 };
 pub use dicom::{decode_dicom, is_bare_dicom, is_dicom, DicomInfo, MAX_DICOM_PIXELS};
 pub use error::DataError;

@@ -338,6 +338,15 @@ pub enum WorklistFilter {
 }
 
 impl WorklistFilter {
+    /// Every filter, in the order the worklist's tabs show them.
+    pub const ALL: [WorklistFilter; 5] = [
+        WorklistFilter::Pending,
+        WorklistFilter::Referred,
+        WorklistFilter::Disagree,
+        WorklistFilter::Reviewed,
+        WorklistFilter::All,
+    ];
+
     /// The name used in URLs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -362,15 +371,7 @@ impl WorklistFilter {
 
     /// Parses [`WorklistFilter::as_str`]'s names.
     pub fn parse(s: &str) -> Option<WorklistFilter> {
-        [
-            WorklistFilter::Pending,
-            WorklistFilter::Referred,
-            WorklistFilter::Disagree,
-            WorklistFilter::Reviewed,
-            WorklistFilter::All,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == s)
+        WorklistFilter::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
     /// The SQL condition on `cases c` (constant text: no user input reaches it).

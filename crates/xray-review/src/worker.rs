@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use xray_infer::{Bundle, Decision, GrayImage, Method, MethodSettings};
+use xray_infer::{Bundle, Decision, Method, MethodSettings};
 
 use crate::model::ModelOutput;
 use crate::store::{write_atomically, Derived};
@@ -70,7 +70,8 @@ impl Inference {
         let (film, info) =
             xray_data::decode_film(Path::new(name), &bytes).map_err(|e| refused(e.to_string()))?;
         let prediction = self.bundle.predict_with_header(&film, info.as_ref())?;
-        write_png(store, sha, Derived::Film, &rendition(&film))?;
+        let rendition = image::DynamicImage::ImageLuma8(xray_data::to_gray8(&film));
+        write_png(store, sha, Derived::Film, &rendition)?;
         let called = prediction.decision != Decision::Refer;
         if called {
             let style = xray_eval::OverlayStyle {
@@ -109,14 +110,6 @@ impl Inference {
             bundle_sha256: self.bundle_sha256.clone(),
         })
     }
-}
-
-/// The film as 8-bit gray.
-fn rendition(film: &GrayImage) -> image::DynamicImage {
-    let gray = image::GrayImage::from_fn(film.width(), film.height(), |x, y| {
-        image::Luma([(film.get_pixel(x, y)[0].clamp(0.0, 1.0) * 255.0).round() as u8])
-    });
-    image::DynamicImage::ImageLuma8(gray)
 }
 
 fn write_png(

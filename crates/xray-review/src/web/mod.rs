@@ -9,7 +9,7 @@ mod views;
 mod worklist;
 
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Request, StatusCode};
@@ -44,7 +44,7 @@ impl Default for WebConfig {
 pub struct AppState {
     pub(crate) db: Arc<Db>,
     pub(crate) store: FilmStore,
-    pub(crate) wake_worker: Arc<Mutex<Sender<()>>>,
+    pub(crate) wake_worker: Sender<()>,
     pub(crate) config: WebConfig,
 }
 
@@ -59,15 +59,14 @@ impl AppState {
         AppState {
             db,
             store,
-            wake_worker: Arc::new(Mutex::new(wake_worker)),
+            wake_worker,
             config,
         }
     }
 
     pub(crate) fn wake(&self) {
-        if let Ok(sender) = self.wake_worker.lock() {
-            let _ = sender.send(());
-        }
+        // A stopped worker reads the queue on its next start: nothing to report.
+        let _ = self.wake_worker.send(());
     }
 
     /// Runs blocking database or file work off the async threads.
