@@ -5,7 +5,8 @@ pixels the Rust test computes with the standard's linear VOI function, and the l
 jpeg_baseline.dcm, whose reference jpeg_baseline_decoded.png is its own JPEG stream decoded by
 Pillow.
 
-Needs pydicom (3.x) and numpy, and dcmtk's dcmcjpeg for the two JPEG encodings (Debian: dcmtk).
+Needs pydicom (3.x) and numpy, dcmtk's dcmcjpeg for the two JPEG encodings (Debian: dcmtk), and
+Pillow built with OpenJPEG (as its wheels are) for the two JPEG 2000 ones.
 `fuzz_rle_panic.dcm` and `fuzz_bits_stored_panic.dcm` beside them are not made here: they are
 inputs 130 and 897770 of the fuzzer with seed 42 (`cargo run --example fuzz_decode -- --dump
 130 --crashes DIR`), which panicked dicom-rs.
@@ -19,11 +20,13 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     RLELossless,
     SecondaryCaptureImageStorage,
 )
@@ -86,6 +89,15 @@ def save(ds, path, syntax=ExplicitVRLittleEndian):
     with_meta(ds, syntax).save_as(path, enforce_file_format=True)
 
 
+def jpeg2000(pixels):
+    """A reversible JPEG 2000 codestream of `pixels` (Pillow's OpenJPEG encoder)."""
+    import io
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG2000", no_jp2=True, irreversible=False)
+    return out.getvalue()
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/dicom"
     os.makedirs(out, exist_ok=True)
@@ -122,6 +134,17 @@ def main():
     # Lossy: the reference is the same JPEG stream decoded by another decoder (Pillow's libjpeg).
     lossy = pydicom.dcmread(path("jpeg_baseline.dcm")).pixel_array
     Image.fromarray(lossy.astype(np.uint8)).save(path("jpeg_baseline_decoded.png"))
+    # JPEG 2000, reversible (lossless): a raw codestream (not a JP2 file) in one fragment, at 8
+    # bits and at 16 bits; both decode to the phantom exactly.
+    for pixels, bits, name, instance in (
+        (base, 8, "jpeg2000_8bit.dcm", 15),
+        (base.astype(np.uint16) * 257, 16, "jpeg2000_16bit.dcm", 16),
+    ):
+        ds = dataset(pixels, bits, instance=instance)
+        ds.PixelData = encapsulate([jpeg2000(pixels)])
+        ds["PixelData"].VR = "OB"
+        save(ds, path(name), JPEG2000Lossless)
+        assert np.array_equal(pydicom.dcmread(path(name)).pixel_array, pixels), name
     # No preamble and no file meta: the bare data set, implicit VR little endian.
     ds = dataset(base, 8, instance=12)
     ds.save_as(path("no_meta.dcm"), implicit_vr=True, little_endian=True, enforce_file_format=False)

@@ -189,7 +189,7 @@ fn decode_dicom_unguarded(path: &Path, bytes: &[u8]) -> Result<(GrayImage, Dicom
             info.frames
         );
     }
-    check_jpeg_frame(path, &object, rows, columns)?;
+    check_encapsulated_frame(path, &object, rows, columns)?;
     let decoded = object.decode_pixel_data_frame(0).map_err(|e| {
         let reason = format!("pixel data (transfer syntax {}): {e}", info.transfer_syntax);
         dicom_error(path, reason, Some(Box::new(e)))
@@ -250,12 +250,12 @@ fn decode_dicom_unguarded(path: &Path, bytes: &[u8]) -> Result<(GrayImage, Dicom
     Ok((film, info))
 }
 
-/// Refuses encapsulated JPEG whose own frame header declares more rows or columns than the
-/// data set: the decoder allocates for the stream's size, so a 96 x 96 file could otherwise ask
-/// for gigabytes (found by the fuzzer: 5.2 GB and 4.4 s for one input). Only the stream's
+/// Refuses encapsulated JPEG or JPEG 2000 whose own header declares more rows or columns than
+/// the data set: the decoder allocates for the stream's size, so a 96 x 96 file could otherwise
+/// ask for gigabytes (found by the fuzzer: 5.2 GB and 4.4 s for one input). Only the stream's
 /// headers are parsed here; a stream that cannot even be parsed is left to the decoder to
 /// report.
-fn check_jpeg_frame(
+fn check_encapsulated_frame(
     path: &Path,
     object: &DefaultDicomObject,
     rows: u64,
@@ -269,27 +269,52 @@ fn check_jpeg_frame(
     let Some(fragment) = first_fragment else {
         return Ok(());
     };
-    if !fragment.starts_with(&[0xff, 0xd8]) {
-        return Ok(());
-    }
-    let mut decoder = jpeg_decoder::Decoder::new(fragment.as_slice());
-    if decoder.read_info().is_err() {
-        return Ok(());
-    }
-    match decoder.info() {
-        Some(info) if u64::from(info.width) > columns || u64::from(info.height) > rows => {
-            Err(dicom_error(
-                path,
-                format!(
-                    "its JPEG stream declares {} x {} pixels, more than the data set's \
-                     {rows} x {columns}",
-                    info.height, info.width
-                ),
-                None,
-            ))
-        }
+    let declared = jpeg_size(fragment)
+        .map(|size| ("JPEG", size))
+        .or_else(|| jpeg2000_size(fragment).map(|size| ("JPEG 2000", size)));
+    match declared {
+        Some((kind, (height, width))) if width > columns || height > rows => Err(dicom_error(
+            path,
+            format!(
+                "its {kind} stream declares {height} x {width} pixels, more than the data \
+                 set's {rows} x {columns}"
+            ),
+            None,
+        )),
         _ => Ok(()),
     }
+}
+
+/// `(height, width)` from a JPEG stream's frame header, if it parses.
+fn jpeg_size(stream: &[u8]) -> Option<(u64, u64)> {
+    if !stream.starts_with(&[0xff, 0xd8]) {
+        return None;
+    }
+    let mut decoder = jpeg_decoder::Decoder::new(stream);
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    Some((u64::from(info.height), u64::from(info.width)))
+}
+
+/// `(height, width)` from a JPEG 2000 codestream's SIZ segment, which the standard requires
+/// right after the SOC marker (ITU-T T.800 A.5.1): Xsiz - XOsiz by Ysiz - YOsiz.
+fn jpeg2000_size(stream: &[u8]) -> Option<(u64, u64)> {
+    // Some writers wrap the codestream in a JP2 file; its codestream box is tagged `jp2c`.
+    const JP2_SIGNATURE: &[u8] = b"\0\0\0\x0cjP  ";
+    let codestream = if stream.starts_with(JP2_SIGNATURE) {
+        let box_start = stream.windows(4).position(|w| w == b"jp2c")?;
+        &stream[box_start + 4..]
+    } else {
+        stream
+    };
+    let siz = codestream.strip_prefix(&[0xff, 0x4f, 0xff, 0x51])?;
+    let word = |at: usize| -> Option<u64> {
+        let bytes: [u8; 4] = siz.get(at..at + 4)?.try_into().ok()?;
+        Some(u64::from(u32::from_be_bytes(bytes)))
+    };
+    // After Lsiz (2 bytes) and Rsiz (2 bytes): Xsiz, Ysiz, XOsiz, YOsiz.
+    let (x, y, x0, y0) = (word(4)?, word(8)?, word(12)?, word(16)?);
+    Some((y.saturating_sub(y0), x.saturating_sub(x0)))
 }
 
 /// Values scaled from their minimum (0) to their maximum (1); all 0 when they are all equal.
@@ -304,4 +329,30 @@ fn min_max(values: &[f32]) -> Vec<f32> {
         .iter()
         .map(|&v| if range > 0.0 { (v - low) / range } else { 0.0 })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SOC, then a SIZ segment for a `width` x `height` image at offset (1, 2).
+    fn codestream(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = vec![0xff, 0x4f, 0xff, 0x51, 0x00, 0x29, 0x00, 0x00];
+        for word in [width + 1, height + 2, 1, 2] {
+            bytes.extend_from_slice(&word.to_be_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn jpeg2000_size_reads_a_bare_or_jp2_wrapped_codestream() {
+        assert_eq!(jpeg2000_size(&codestream(640, 480)), Some((480, 640)));
+        let mut wrapped = b"\0\0\0\x0cjP  \r\n\x87\n\0\0\0\x14ftypjp2 ".to_vec();
+        wrapped.extend_from_slice(b"\0\0\0\x31jp2c");
+        wrapped.extend(codestream(70_000, 3));
+        assert_eq!(jpeg2000_size(&wrapped), Some((3, 70_000)));
+        // Not a codestream, or cut inside SIZ: no size, left to the decoder.
+        assert_eq!(jpeg2000_size(b"\xff\xd8\xff\xe0"), None);
+        assert_eq!(jpeg2000_size(&codestream(640, 480)[..14]), None);
+    }
 }

@@ -39,6 +39,9 @@ const SAME_FILM: &[(&str, f32)] = &[
     ("jpeg_lossless.dcm", 1e-4),
     ("multiframe.dcm", 1e-4),
     ("no_meta.dcm", 1e-4),
+    // Behind the `jpeg2000` feature, which this crate's tests turn on.
+    ("jpeg2000_8bit.dcm", 1e-4),
+    ("jpeg2000_16bit.dcm", 1e-4),
 ];
 
 #[test]
@@ -113,6 +116,10 @@ fn headers_say_what_the_file_holds() {
     );
     assert_eq!(header("no_meta.dcm").transfer_syntax, "1.2.840.10008.1.2");
     assert_eq!(
+        header("jpeg2000_16bit.dcm").transfer_syntax,
+        "1.2.840.10008.1.2.4.90"
+    );
+    assert_eq!(
         header("explicit_le_8bit.dcm").view_position.as_deref(),
         Some("AP")
     );
@@ -184,4 +191,25 @@ fn a_jpeg_stream_larger_than_its_data_set_is_refused_before_decoding() {
     // The untouched file still decodes.
     let intact = std::fs::read(fixture("jpeg_baseline.dcm")).unwrap();
     assert!(xray_data::decode_film(Path::new("intact.dcm"), &intact).is_ok());
+}
+
+#[test]
+fn a_jpeg2000_stream_larger_than_its_data_set_is_refused_before_decoding() {
+    let mut bytes = std::fs::read(fixture("jpeg2000_8bit.dcm")).unwrap();
+    // SOC then SIZ (FF 4F FF 51), Lsiz, Rsiz, then Xsiz and Ysiz as 32-bit big-endian words.
+    let siz = bytes
+        .windows(4)
+        .position(|w| w == [0xff, 0x4f, 0xff, 0x51])
+        .unwrap();
+    bytes[siz + 8..siz + 12].copy_from_slice(&50_000u32.to_be_bytes());
+    bytes[siz + 12..siz + 16].copy_from_slice(&40_000u32.to_be_bytes());
+    let start = std::time::Instant::now();
+    let error = xray_data::decode_film(Path::new("big_j2k.dcm"), &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("big_j2k.dcm") && error.contains("JPEG 2000 stream declares 40000 x 50000"),
+        "{error}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
 }
