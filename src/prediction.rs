@@ -5,7 +5,7 @@
 //! its error and the run goes on. The `predict` example drives this.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -84,23 +84,36 @@ pub struct RunSummary {
 }
 
 /// Every file under `inputs` (folders are walked recursively, in sorted order; hidden entries
-/// are skipped). A path that does not exist is an error naming it.
+/// are skipped). A path given in `inputs` that does not exist or cannot be listed is an error
+/// naming it. Inside a folder, an entry that cannot be examined or listed (no permission) is
+/// kept as a file: reading it then fails with an error naming it, and the run goes on.
 pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     let mut files = Vec::new();
     for input in inputs {
-        walk(input, &mut files)?;
+        let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
+        if meta.is_dir() {
+            std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
+            walk(input, &mut files, &mut HashSet::new());
+        } else {
+            files.push(input.clone());
+        }
     }
     Ok(files)
 }
 
-fn walk(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_dir() {
-        files.push(path.to_path_buf());
-        return Ok(());
+/// `visited` holds the real paths of the folders walked so far, so that a link back to a
+/// parent folder is walked once, not forever.
+fn walk(folder: &Path, files: &mut Vec<PathBuf>, visited: &mut HashSet<PathBuf>) {
+    if let Ok(real) = std::fs::canonicalize(folder) {
+        if !visited.insert(real) {
+            return;
+        }
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| Error::io(path, e))?
+    let Ok(listing) = std::fs::read_dir(folder) else {
+        files.push(folder.to_path_buf());
+        return;
+    };
+    let mut entries: Vec<PathBuf> = listing
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
             !p.file_name()
@@ -109,39 +122,59 @@ fn walk(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
         .collect();
     entries.sort();
     for entry in entries {
-        walk(&entry, files)?;
+        // `metadata` follows links, so a link to a folder is walked like the folder.
+        if std::fs::metadata(&entry).is_ok_and(|m| m.is_dir()) {
+            walk(&entry, files, visited);
+        } else {
+            files.push(entry);
+        }
     }
-    Ok(())
 }
 
 /// The paths already written to `jsonl` by an earlier run. A last line cut short by a kill is
-/// dropped from the file, so the film is predicted again.
+/// dropped from the file, so the film is predicted again. Read a line at a time: a run of
+/// 100,000 films writes about 100 MB of lines.
 fn resume(jsonl: &Path) -> Result<HashSet<String>, Error> {
-    let text = match std::fs::read_to_string(jsonl) {
-        Ok(text) => text,
+    let file = match std::fs::File::open(jsonl) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
         Err(e) => return Err(Error::io(jsonl, e)),
     };
+    let mut reader = BufReader::new(file);
     let mut done = HashSet::new();
-    let mut complete = 0;
-    for line in text.split_inclusive('\n') {
-        let record = line
-            .ends_with('\n')
-            .then(|| serde_json::from_str::<FilmRecord>(line.trim_end()).ok())
-            .flatten();
-        let Some(record) = record else { break };
+    let mut complete = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(jsonl, e))?;
+        if read == 0 || !line.ends_with(b"\n") {
+            break;
+        }
+        let Ok(record) = serde_json::from_slice::<PathOnly>(&line) else {
+            break;
+        };
         done.insert(record.path);
-        complete += line.len();
+        complete += read as u64;
     }
-    if complete < text.len() {
+    let length = std::fs::metadata(jsonl)
+        .map_err(|e| Error::io(jsonl, e))?
+        .len();
+    if complete < length {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(jsonl)
             .map_err(|e| Error::io(jsonl, e))?;
-        file.set_len(complete as u64)
-            .map_err(|e| Error::io(jsonl, e))?;
+        file.set_len(complete).map_err(|e| Error::io(jsonl, e))?;
     }
     Ok(done)
+}
+
+/// The one field `resume` needs from a record.
+#[derive(Deserialize)]
+struct PathOnly {
+    path: String,
 }
 
 /// Reads and predicts `files` with `bundle`, `bundle.batch_size()` at a time, appending one
@@ -308,7 +341,8 @@ fn predict_chunk(
 /// Rewrites `<out>/predictions.csv` from the JSON lines and counts them.
 fn write_csv(out: &Path) -> Result<RunSummary, Error> {
     let jsonl = out.join(PREDICTIONS_JSONL);
-    let text = std::fs::read_to_string(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
+    let lines =
+        BufReader::new(std::fs::File::open(&jsonl).map_err(|e| Error::io(&jsonl, e))?).lines();
     let csv_path = out.join(PREDICTIONS_CSV);
     let csv_error = |source| {
         Error::from(crate::ErrorKind::Csv {
@@ -339,8 +373,9 @@ fn write_csv(out: &Path) -> Result<RunSummary, Error> {
     ])
     .map_err(csv_error)?;
     let mut summary = RunSummary::default();
-    for line in text.lines() {
-        let Ok(r) = serde_json::from_str::<FilmRecord>(line) else {
+    for line in lines {
+        let line = line.map_err(|e| Error::io(&jsonl, e))?;
+        let Ok(r) = serde_json::from_str::<FilmRecord>(&line) else {
             continue;
         };
         let p = r.prediction.as_ref();
