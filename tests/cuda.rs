@@ -34,7 +34,8 @@ fn weight_gradients(
 ) -> Vec<(String, Tensor)> {
     let x = images_to_tensor(films, &bundle.config.preprocessing, device).expect("batch");
     let grads = bundle
-        .model
+        .model_with_weight_gradients()
+        .expect("tracked model")
         .logits(&x)
         .and_then(|l| l.sum_all())
         .and_then(|l| l.backward())
@@ -47,6 +48,7 @@ fn weight_gradients(
         .iter()
         .filter_map(|(name, var)| grads.get(var).map(|g| (name.clone(), g.clone())))
         .collect();
+    assert!(!named.is_empty(), "no weight received a gradient");
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
 }
