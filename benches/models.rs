@@ -14,11 +14,10 @@ fn mobilenet_inference(c: &mut Criterion) {
     xray_pneumonia::ops::process::keep_freed_memory();
     let device = Device::Cpu;
     let varmap = VarMap::new();
-    let model = Classifier::new(
-        &Architecture::MobileNetV2(MobileNetV2Config::pneumonia()),
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )
-    .unwrap();
+    let architecture = Architecture::MobileNetV2(MobileNetV2Config::pneumonia());
+    Classifier::seeded(&architecture, &varmap, 0, &device).unwrap();
+    // As `predict` runs it: no graph recorded, as under PyTorch's `no_grad`.
+    let model = Classifier::for_inference(&architecture, &varmap, &device).unwrap();
     let batch = 8;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device).unwrap();
     let mut group = c.benchmark_group("mnv2_infer");

@@ -16,8 +16,10 @@
 //! which the depthwise op replaces (not run by default: on CPU it takes minutes).
 //!
 //! One JSON object per line: `{"name", "unit", "median", "min", "max", "runs", "threads",
-//! "batch", "config", "gflops_per_s"}` (the last: achieved GFLOP/s at the median, where the
-//! workload's operation count is known). Workloads, f32, random inputs at 224x224:
+//! "batch", "config", "gflops_per_s", "cpu", "kernels_isa", "matmul_isa"}` (`gflops_per_s`:
+//! achieved GFLOP/s at the median, where the workload's operation count is known; the last
+//! three: the CPU model and the vector instructions our kernels and gemm chose on it, e.g.
+//! `avx512` or `avx2+fma`). Workloads, f32, random inputs at 224x224:
 //! `mnv2_infer`, `mnv2_infer_b1`, `mnv2_train`, `mnv2_head_train`, `plaincnn_train`,
 //! `dwconv_fwd_bwd` (as in the PyTorch script), plus `data_pipeline` (read, decode, resize,
 //! augment and batch real films, images/s) and `peak_gflops` (one large matrix product: this
@@ -124,6 +126,14 @@ struct Record {
     config: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gflops_per_s: Option<f64>,
+    /// The CPU, and the vector instructions our kernels and matrix products chose on it
+    /// (`xray_ops::isa`); absent from PyTorch's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernels_isa: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    matmul_isa: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -214,7 +224,7 @@ impl Bench {
         };
         match name {
             "mnv2_infer" => {
-                let model = mobilenet(0, device)?.0;
+                let model = mobilenet_for_inference(device)?;
                 let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), device)?;
                 let secs = timed_on_device(
                     Box::new(|| model.logits(&x).map(drop)),
@@ -224,7 +234,7 @@ impl Bench {
                 Ok(self.record(name, secs, b, Some(MobileNetV2::forward_flops(224))))
             }
             "mnv2_infer_b1" => {
-                let model = mobilenet(0, device)?.0;
+                let model = mobilenet_for_inference(device)?;
                 let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), device)?;
                 let secs =
                     timed_on_device(Box::new(|| model.logits(&x).map(drop)), 3, self.runs * 4)?;
@@ -386,6 +396,9 @@ impl Bench {
                 "candle 0.11 + xray-models kernels, f32, NCHW".into()
             },
             gflops_per_s: flops.map(|f| round3(median * f / 1e9)),
+            cpu: Some(xray_pneumonia::ops::isa::cpu_model()),
+            kernels_isa: Some(xray_pneumonia::ops::isa::kernel_level().into()),
+            matmul_isa: Some(xray_pneumonia::ops::isa::matmul_level().into()),
         }
     }
 }
@@ -429,6 +442,14 @@ fn mobilenet(trainable_stages: usize, device: &Device) -> Result<(Classifier, Va
     )?;
     seeded_init(&varmap, "", 0)?;
     Ok((model, varmap))
+}
+
+/// MobileNetV2 as `predict` runs it (`Classifier::for_inference`): no graph is recorded, as
+/// under PyTorch's `no_grad`.
+fn mobilenet_for_inference(device: &Device) -> Result<Classifier> {
+    let varmap = mobilenet(0, device)?.1;
+    let architecture = Architecture::MobileNetV2(MobileNetV2Config::pneumonia());
+    Ok(Classifier::for_inference(&architecture, &varmap, device)?)
 }
 
 /// pytorch_ref.py's `PlainCnn`: four 3x3 blocks of 32-64-128-256 channels without convolution
@@ -524,7 +545,14 @@ fn comparison_table(rounds: &[(Record, Option<Record>)], selected: &[&str]) -> S
             .map(|(r, _)| r.median)
             .collect(),
     );
-    let mut out = String::from(
+    let mut out = format!(
+        "CPU: {}, {} threads; our kernels: {}; matrix products (gemm): {}\n\n",
+        xray_pneumonia::ops::isa::cpu_model(),
+        rounds.first().map_or(0, |(r, _)| r.threads),
+        xray_pneumonia::ops::isa::kernel_level(),
+        xray_pneumonia::ops::isa::matmul_level(),
+    );
+    out.push_str(
         "| workload | unit | ours (median of rounds) | PyTorch (median of rounds) | speed ratio, median (min-max) | rounds | ours GFLOP/s | share of peak |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );

@@ -146,7 +146,12 @@ fn plane_moments<T: Float + Send + Sync>(x: &[T], plane: usize) -> Vec<(f64, f64
 }
 
 /// Sum and sum of squares of one plane, in f64.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn sums_of_plane<T: Float>(x: &[T]) -> (f64, f64) {
     let (mut s, mut s2) = ([0f64; 4], [0f64; 4]);
     let mut chunks = x.chunks_exact(4);
@@ -285,7 +290,12 @@ impl NormRelu {
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn affine_relu_plane<T: Float>(o: &mut [T], x: &[T], a: T, d: T) {
     for (o, &v) in o.iter_mut().zip(x) {
         let y = v * a + d;
@@ -357,7 +367,12 @@ fn grad_sums<T: Float + Send + Sync>(
 }
 
 /// `(sum dy', sum dy' * (x - mean))` over one plane, partial sums in four f64 lanes.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn gated_sums<T: Float>(x: &[T], y: &[T], g: &[T], mean: T) -> (f64, f64) {
     let (mut s, mut sx) = ([0f64; 4], [0f64; 4]);
     for (i, ((&x, &y), &g)) in x.iter().zip(y).zip(g).enumerate() {
@@ -424,7 +439,12 @@ impl InputGrad<'_> {
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn input_grad_plane<T: Float>(o: &mut [T], x: &[T], y: &[T], g: &[T], k: T, slope: T, offset: T) {
     for (((o, &x), &y), &g) in o.iter_mut().zip(x).zip(y).zip(g) {
         let dy = if y > T::zero() { g } else { T::zero() };

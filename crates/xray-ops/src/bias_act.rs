@@ -71,7 +71,12 @@ where
 
 /// `o = x + b`, clamped to `[0, 6]` with `relu6`. Comparisons rather than `max`/`min`: they
 /// vectorise, and a NaN stays NaN (so a diverging run is still caught by its loss).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn bias_act_plane<T: num_traits::Float>(o: &mut [T], xs: &[T], b: T, relu6: bool) {
     let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
     if relu6 {
@@ -139,7 +144,12 @@ impl<T: num_traits::Float> Epilogue<'_, T> {
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn bias_act_in_place<T: num_traits::Float>(o: &mut [T], b: T, relu6: bool) {
     let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
     if relu6 {
@@ -188,7 +198,12 @@ fn relu6_grad<T: num_traits::Float + Send + Sync>(grad: &[T], out: &[T]) -> Vec<
     result
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn relu6_grad_chunk<T: num_traits::Float>(r: &mut [T], g: &[T], o: &[T]) {
     let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
     for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
@@ -238,7 +253,12 @@ fn channel_sum<T: num_traits::Float + Send + Sync + std::iter::Sum>(
 
 /// The sum of one plane in eight partial sums, which the compiler keeps in a vector register
 /// (one running float sum cannot be vectorised: it fixes the order of the additions).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn plane_sum<T: num_traits::Float>(values: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let mut chunks = values.chunks_exact(8);

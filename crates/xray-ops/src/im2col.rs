@@ -40,7 +40,12 @@ pub(crate) fn plane_columns<T: Copy + Default>(x: &[T], block: &mut [T], g: &Geo
 }
 
 /// Adds a `K*K x OH*OW` column block back into the input plane it came from.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 pub(crate) fn scatter_plane<T>(x: &mut [T], block: &[T], g: &Geometry)
 where
     T: Copy + std::ops::AddAssign,

@@ -10,7 +10,8 @@
 //! - [`max_pool_2x2`]: 2x2 max-pooling whose gradient goes to each window's first maximum.
 //!
 //! Every op is checked against an independent reference, forward and backward
-//! (`crates/xray-ops/tests`). [`process`] holds the allocator settings a binary may apply.
+//! (`crates/xray-ops/tests`). [`process`] holds the allocator settings a binary may apply;
+//! [`isa`] says which vector instructions the kernels run with on this machine.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -33,6 +34,7 @@ mod dense_conv;
 mod depthwise;
 mod geometry;
 mod im2col;
+pub mod isa;
 mod matmul;
 mod max_pool;
 mod pointwise;

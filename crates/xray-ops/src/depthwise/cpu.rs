@@ -105,7 +105,12 @@ pub(crate) fn forward<T: Element + num_traits::Float>(
     out
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn forward_plane<T: Element>(
     x: &[T],
     wk: &[T],
@@ -148,7 +153,12 @@ pub(crate) fn input_grad<T: Element>(grad_out: &[T], w: &[T], g: &Geometry) -> V
 /// Padded input pixel `(s*R + a, s*C + b)` receives output pixel `(R - m, C - n)` through
 /// weight `(a + s*m, b + s*n)`: for each phase `(a, b)`, a correlation of the output gradient
 /// (padded by `(K-1)/s` zeros before) with a sub-kernel, again as one flat weighted sum.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn input_grad_plane<T: Element>(
     go: &[T],
     wk: &[T],
@@ -226,7 +236,12 @@ pub(crate) fn weight_grad<T: Element>(x: &[T], grad_out: &[T], g: &Geometry) -> 
     grad_w
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
 fn weight_grad_plane<T: Element>(
     x: &[T],
     grad_out: &[T],
