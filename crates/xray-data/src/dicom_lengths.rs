@@ -251,12 +251,18 @@ mod tests {
         bytes.extend(implicit(0x0010, 0x0010, b"DOE^J"));
         assert!(check_declared_lengths(&bytes, false).is_ok());
         // The same with the inner element's length blown up.
+        assert_inner_length_refused(&mut bytes, 0x4000_0000);
+    }
+
+    /// Sets the length of the (0008,1150) element in `bytes` to `len` and checks that the file
+    /// is then refused naming that element.
+    fn assert_inner_length_refused(bytes: &mut [u8], len: u32) {
         let at = bytes
             .windows(4)
             .position(|w| w == [0x08, 0x00, 0x50, 0x11])
             .unwrap();
-        bytes[at + 4..at + 8].copy_from_slice(&0x4000_0000u32.to_le_bytes());
-        let error = check_declared_lengths(&bytes, false).unwrap_err();
+        bytes[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+        let error = check_declared_lengths(bytes, false).unwrap_err();
         assert!(error.contains("(0008,1150)"), "{error}");
     }
 
@@ -283,13 +289,7 @@ mod tests {
         bytes.extend(implicit(0x0010, 0x0010, b"DOE^J"));
         assert!(check_declared_lengths(&bytes, false).is_ok());
         // The inner element now claims more than its item holds, yet less than the file.
-        let at = bytes
-            .windows(4)
-            .position(|w| w == [0x08, 0x00, 0x50, 0x11])
-            .unwrap();
-        bytes[at + 4..at + 8].copy_from_slice(&10u32.to_le_bytes());
-        let error = check_declared_lengths(&bytes, false).unwrap_err();
-        assert!(error.contains("(0008,1150)"), "{error}");
+        assert_inner_length_refused(&mut bytes, 10);
     }
 
     #[test]

@@ -13,40 +13,31 @@
 /// assert!(["avx512", "avx2+fma", "avx", "neon", "scalar"].contains(&level));
 /// ```
 pub fn kernel_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_x86_64_v4() {
-            return "avx512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2+fma";
-        }
-        if std::arch::is_x86_feature_detected!("avx") {
-            return "avx";
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            return "neon";
-        }
-    }
-    "scalar"
+    level(true)
 }
 
 /// The micro-kernels gemm's single-precision matrix products use here: `"avx512"` where the
 /// CPU is x86-64-v4 (this crate turns on gemm's `x86-v4` feature), `"avx2+fma"` (x86-64-v3),
-/// `"neon"`, or `"scalar"`.
+/// `"neon"`, or `"scalar"` (gemm has no AVX-only kernels).
 pub fn matmul_level() -> &'static str {
+    level(false)
+}
+
+/// The best level this CPU has, among those with kernels (`with_avx`: plain AVX has some).
+fn level(with_avx: bool) -> &'static str {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = with_avx;
     #[cfg(target_arch = "x86_64")]
     {
+        use std::arch::is_x86_feature_detected as has;
         if has_x86_64_v4() {
             return "avx512";
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has!("avx2") && has!("fma") {
             return "avx2+fma";
+        }
+        if with_avx && has!("avx") {
+            return "avx";
         }
     }
     #[cfg(target_arch = "aarch64")]
