@@ -486,11 +486,15 @@ pub fn build_report(
         vec![
             "training split".into(),
             format!(
-                "{} / {} / {} films (train / validation / held-out test), seed {}, patients hash {}",
+                "{} / {} / {} films (train / validation / held-out test), {}, patients hash {}",
                 s.images[0],
                 s.images[1],
                 s.images[2],
-                s.config.seed,
+                s.source
+                    .as_ref()
+                    .map_or(format!("seed {}", s.config.seed), |f| format!(
+                        "lists of {f}"
+                    )),
                 &s.patients_sha256[..12.min(s.patients_sha256.len())]
             ),
         ],

@@ -8,8 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 use xray_data::{
-    load_images, scan_split, split_by_patient, DecodedSet, GrayImage, LoadOptions, PatientSplit,
-    Sample, Side, SplitConfig,
+    load_images, scan_split, split_by_patient, split_from_lists, DecodedSet, GrayImage,
+    LoadOptions, PatientLists, PatientSplit, Sample, Side, SplitConfig,
 };
 use xray_eval::DISCLAIMER;
 use xray_eval::{
@@ -102,6 +102,8 @@ pub struct PreparedData {
     pub root: String,
     /// The split folder that was divided.
     pub split_folder: String,
+    /// The split file the sides came from, if [`PreparedData::use_split_file`] set them.
+    pub split_source: Option<String>,
 }
 
 /// Scans `<root>/<split_folder>`, optionally keeps the first `limit_per_class` images of each
@@ -136,10 +138,37 @@ pub fn prepare_data(
         split,
         root: root.display().to_string(),
         split_folder: split_folder.to_string(),
+        split_source: None,
     })
 }
 
 impl PreparedData {
+    /// Replaces the seeded split by the patient lists of `path`: a JSON object with
+    /// `train_patients`, `validation_patients` and `test_patients`, or a bundle's `config.json`
+    /// (its `split` is taken). Every patient of the data must be listed
+    /// ([`xray_data::split_from_lists`]); the bundle records the file.
+    pub fn use_split_file(&mut self, path: &Path) -> Result<(), TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |reason: String| TrainError::InvalidConfig {
+            name: "split file",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if let Some(split) = value.get_mut("split") {
+            value = split.take();
+        }
+        let lists: PatientLists =
+            serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        self.split =
+            split_from_lists(&self.set.samples, &lists).map_err(|e| invalid(e.to_string()))?;
+        self.split_source = Some(path.display().to_string());
+        Ok(())
+    }
+
     /// The images of one side.
     pub fn images(&self, side: Side) -> Vec<&GrayImage> {
         self.split
@@ -191,6 +220,7 @@ impl PreparedData {
             validation_patients: validation,
             test_patients: test,
             patients_sha256: hex(&hasher.finalize()),
+            source: self.split_source.clone(),
         }
     }
 
@@ -341,8 +371,12 @@ pub fn describe_data(data: &PreparedData, seed: u64) {
             log::warn!("  {}: {}", s.path.display(), s.reason);
         }
     }
+    let source = match &data.split_source {
+        Some(file) => format!("patient lists of {file}"),
+        None => format!("seed {seed}"),
+    };
     log::info!(
-        "{} images: train {}, validation {}, test {} (patient-level split, seed {seed})",
+        "{} images: train {}, validation {}, test {} (patient-level split, {source})",
         data.set.samples.len(),
         data.split.train.len(),
         data.split.validation.len(),

@@ -29,7 +29,6 @@ import csv
 import json
 import math
 import os
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from designs import design_sides
 
 # --- MobileNetV2 with torchvision's tensor names -------------------------------------------------
 
@@ -129,15 +130,6 @@ def freeze_bn_stats(model):
 # --- data and splits -------------------------------------------------------------------------------
 
 
-def family_and_number(name):
-    if name.startswith("NORMAL2-IM-"):
-        return "NORMAL2", int(name.split("-")[2])
-    if name.startswith("IM-"):
-        return "IM", int(name.split("-")[1])
-    m = re.match(r"person(\d+)_", name)
-    return "person", int(m.group(1))
-
-
 def load_data(root, limit):
     rows = list(csv.DictReader(open(os.path.join(root, "manifest.csv"))))
     if limit:
@@ -163,48 +155,6 @@ def load_data(root, limit):
     patients = [r["patient_id"] for r in rows]
     names = [os.path.basename(r["path"]) for r in rows]
     return images, labels, patients, names
-
-
-def split_random_from_config(patients, config_path):
-    split = json.load(open(config_path))["split"]
-    side = {}
-    for name, key in (("train", "train_patients"), ("val", "validation_patients"), ("hold", "test_patients")):
-        for p in split[key]:
-            side[p] = name
-    return [side.get(p, "train") for p in patients]
-
-
-def split_by_rule(patients, labels, names, held_patients, seed, val_fraction=0.18):
-    rng = np.random.default_rng(seed)
-    rest = sorted({p for p in patients if p not in held_patients})
-    label_of = {p: labels[i] for i, p in enumerate(patients)}
-    val = set()
-    for cls in (0.0, 1.0):
-        group = [p for p in rest if label_of[p] == cls]
-        rng.shuffle(group)
-        val.update(group[: int(round(val_fraction * len(group)))])
-    return ["hold" if p in held_patients else "val" if p in val else "train" for p in patients]
-
-
-def id_range_held(patients, names, low, fraction=0.2):
-    by_family = {}
-    for p, n in zip(patients, names):
-        fam, num = family_and_number(n)
-        by_family.setdefault(fam, {})[p] = num
-    held = set()
-    for fam, nums in by_family.items():
-        order = sorted(nums, key=lambda p: nums[p], reverse=not low)
-        held.update(order[: int(round(fraction * len(order)))])
-    return held
-
-
-def family_held(patients, names, seed):
-    rng = np.random.default_rng(seed)
-    held = {p for p, n in zip(patients, names) if n.startswith("NORMAL2-IM-")}
-    pneu = sorted({p for p, n in zip(patients, names) if n.startswith("person")})
-    rng.shuffle(pneu)
-    held.update(pneu[: int(0.4 * len(pneu))])
-    return held
 
 
 # --- augmentation on the GPU, mirroring crates/xray-data/src/augment.rs ------------------------------
@@ -503,10 +453,8 @@ def main():
     images_eq = torch.tensor(equalize(images_np), device=device) if "equalize" in args.recipes else None
     print(f"loaded {len(images_np)} films in {time.time() - start:.1f}s on {device}", flush=True)
     designs = {
-        "random": split_random_from_config(patients, args.split_config),
-        "low_id": split_by_rule(patients, labels_np, names, id_range_held(patients, names, True), 7),
-        "high_id": split_by_rule(patients, labels_np, names, id_range_held(patients, names, False), 7),
-        "family": split_by_rule(patients, labels_np, names, family_held(patients, names, 7), 7),
+        d: design_sides(d, patients, labels_np, names, args.split_config)
+        for d in ("random", "low_id", "high_id", "family")
     }
     designs = {k: np.array(v) for k, v in designs.items()}
     log = open(os.path.join(out_dir, "study.jsonl"), "a")

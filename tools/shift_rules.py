@@ -11,9 +11,13 @@ recipe, applies threshold rules chosen on validation to the held-out films:
 
 Accuracy, precision and F1 are also given reweighted to the official test's prevalence (62.5%
 pneumonia), from recall and specificity. Means over seeds, then the seed ensemble (mean logit).
-Usage: ``python tools/shift_rules.py [reports/shift_study/logits.npz]`` (NumPy only).
+Several logits files are merged (``tools/import_predictions.py`` writes Rust bundles' in the same
+layout); ``--mix A+B`` adds, per design and seed, a recipe whose logit is the mean of recipes A's
+and B's (an ensemble of two architectures).
+Usage: ``python tools/shift_rules.py [FILE.npz ...] [--mix A+B ...]`` (NumPy only; default file
+``reports/shift_study/logits.npz``).
 """
-import sys
+import argparse
 
 import numpy as np
 
@@ -90,13 +94,57 @@ def adapted(v, yv, h, yh, alpha=0.025):
     return np.array([yh.mean(), prior, *rs(t), *rs(t2)])
 
 
+def auc(s, y):
+    ranks = np.empty(len(s))
+    order = np.argsort(s, kind="mergesort")
+    ranks[order] = np.arange(1, len(s) + 1)
+    for value in np.unique(s[np.diff(np.sort(s), prepend=np.nan) == 0]):
+        ranks[s == value] = ranks[s == value].mean()
+    n1, n0 = (y == 1).sum(), (y == 0).sum()
+    return (ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def conformal_threshold(v, yv, alpha):
+    """The pneumonia bound of class-conditional split conformal prediction, as a logit."""
+    return -conformal_quantile(-v[yv == 1], alpha)
+
+
+def load(files, mixes):
+    """The merged arrays of `files`, plus one recipe per `A+B` in `mixes` (mean logit)."""
+    z = {}
+    for f in files:
+        with np.load(f) as part:
+            for k in part.files:
+                if k in ("labels", "names") or k.startswith("side_"):
+                    if k in z and not np.array_equal(z[k], part[k]):
+                        raise SystemExit(f"{f}: {k} differs from the other files")
+                z[k] = part[k]
+    for mix in mixes:
+        a, b = mix.split("+")
+        for k in [k for k in z if k.split("|")[2:3] == [a]]:
+            kind, design, _, seed = k.split("|")
+            other = f"{kind}|{design}|{b}|{seed}"
+            if other in z:
+                z[f"{kind}|{design}|{mix}|{seed}"] = (z[k] + z[other]) / 2
+    return z
+
+
 def main():
-    z = np.load(sys.argv[1] if len(sys.argv) > 1 else "reports/shift_study/logits.npz")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="*", default=["reports/shift_study/logits.npz"])
+    ap.add_argument("--mix", action="append", default=[], help="A+B: mean logit of two recipes")
+    ap.add_argument("--pool", action="append", default=[],
+                    help="PREFIX: also the mean, per rule, over the recipes starting with PREFIX "
+                         "(e.g. one model under several controlled shifts)")
+    args = ap.parse_args()
+    z = load(args.files, args.mix)
     y = z["labels"]
-    runs = sorted({tuple(k.split("|")[1:]) for k in z.files if k.startswith("hold|")})
+    runs = sorted({tuple(k.split("|")[1:]) for k in z if k.startswith("hold|")})
     groups = sorted({(d, r) for d, r, _ in runs})
-    rules = [("youden", None)] + [(f"sensitivity_{t}", t) for t in (0.99, 0.975, 0.95, 0.90)]
+    rules = [("youden", None), ("conformal_0.025", "conformal")]
+    rules += [(f"sensitivity_{t}", t) for t in (0.99, 0.975, 0.95, 0.90, 0.85)]
     print("design recipe rule: recall / specificity / precision / accuracy / F1 at 62.5% (seed mean; ensemble)")
+    pooled = {}
     for design, recipe in groups:
         side = z[f"side_{design}"]
         yv, yh = y[side == "val"], y[side == "hold"]
@@ -104,11 +152,21 @@ def main():
         vals = [z[f"val|{design}|{recipe}|{s}"] for s in seeds]
         holds = [z[f"hold|{design}|{recipe}|{s}"] for s in seeds]
         ensemble = (np.mean(vals, 0), np.mean(holds, 0))
+        aucs = [auc(h, yh) for h in holds]
+        print(f"{design} {recipe} held-out AUC: seeds {' / '.join(f'{a:.4f}' for a in aucs)}; "
+              f"ensemble of {len(seeds)} {auc(ensemble[1], yh):.4f}")
         for name, target in rules:
             def rule(v):
-                return youden(v, yv) if target is None else target_sensitivity(v, yv, target)
+                if target is None:
+                    return youden(v, yv)
+                if target == "conformal":
+                    return conformal_threshold(v, yv, 0.025)
+                return target_sensitivity(v, yv, target)
             per_seed = np.mean([at(h, yh, rule(v)) for v, h in zip(vals, holds)], 0)
             ens = at(ensemble[1], yh, rule(ensemble[0]))
+            for prefix in args.pool:
+                if recipe.startswith(prefix):
+                    pooled.setdefault((design, prefix, name), []).append(per_seed)
             print(f"{design} {recipe} {name}: " + " / ".join(f"{x:.3f}" for x in per_seed)
                   + " ; " + " / ".join(f"{x:.3f}" for x in ens))
         for alpha in (0.01, 0.025, 0.05):
@@ -119,6 +177,11 @@ def main():
         print(f"{design} {recipe} EM prior shift: held-out prevalence {m[0]:.3f}, estimated "
               f"{m[1]:.3f}; conformal 0.025 recall/specificity {m[2]:.3f}/{m[3]:.3f}, adapted "
               f"{m[4]:.3f}/{m[5]:.3f}")
+
+    for (design, prefix, name), rows in pooled.items():
+        m, worst = np.mean(rows, 0), np.min(rows, 0)
+        print(f"{design} pool {prefix}* ({len(rows)} recipes) {name}: "
+              + " / ".join(f"{x:.3f}" for x in m) + f" ; worst accuracy {worst[3]:.3f}")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,11 @@ pub struct RunArgs {
     /// Seed of the split, initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Take the train / validation / test patients from this JSON file (`train_patients`,
+    /// `validation_patients`, `test_patients`; a bundle's config.json works) instead of the
+    /// seeded 70/15/15 split, e.g. `splits/family.json` (docs/shift.md).
+    #[arg(long)]
+    pub split_file: Option<std::path::PathBuf>,
     /// Sensitivity the threshold must reach on validation; omit for the conformal pneumonia
     /// bound at 2.5% (the refer band's upper edge).
     #[arg(long)]
@@ -277,7 +282,7 @@ pub fn train_bundle(
         seed: args.seed,
         ..Default::default()
     };
-    let data = prepare_data(
+    let mut data = prepare_data(
         &args.data,
         &args.split,
         size,
@@ -286,6 +291,9 @@ pub fn train_bundle(
         &split_config,
     )
     .with_context(|| format!("preparing {}", args.data.display()))?;
+    if let Some(file) = &args.split_file {
+        data.use_split_file(file)?;
+    }
     describe_data(&data, args.seed);
     let checkpoint = out.join("checkpoint.safetensors");
     let mut log = EpochLog::default();

@@ -41,4 +41,6 @@ pub use manifest::read_manifest;
 pub use patient::patient_id_from_file_name;
 pub use preprocess::{edge_energy, thumbnail, MeanStd, Normalization, Preprocessing};
 pub use shift::Shift;
-pub use split::{split_by_patient, PatientSplit, Side, SplitConfig};
+pub use split::{
+    split_by_patient, split_from_lists, PatientLists, PatientSplit, Side, SplitConfig,
+};

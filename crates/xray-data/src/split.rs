@@ -228,3 +228,89 @@ pub fn split_by_patient(
     }
     Ok(split)
 }
+
+/// Patient ids of each side, as a split file lists them. The field names are those of a
+/// bundle's split record, so a bundle's `split` object reads as one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientLists {
+    /// Patients to fit on.
+    pub train_patients: Vec<String>,
+    /// Patients to choose epochs and the threshold on.
+    pub validation_patients: Vec<String>,
+    /// Patients held out.
+    pub test_patients: Vec<String>,
+}
+
+/// Splits images by the sides `lists` give their patients: for designs a seed cannot draw,
+/// such as holding out a whole acquisition series.
+///
+/// Every patient of `samples` must be on exactly one list, and training and validation must
+/// each get an image; listed patients without images are ignored (a subset of the data may be
+/// loaded). The lists are taken as given: unlike [`split_by_patient`], byte-identical images of
+/// two patients are not pulled to one side.
+///
+/// ```
+/// use xray_data::{split_from_lists, Label, PatientLists, Sample};
+/// let sample = |id: &str| Sample { path: format!("{id}.png").into(), label: Label::Normal, patient_id: id.into() };
+/// let lists = PatientLists {
+///     train_patients: vec!["a".into()],
+///     validation_patients: vec!["b".into()],
+///     test_patients: vec!["c".into(), "d".into()],
+/// };
+/// let split = split_from_lists(&[sample("a"), sample("b"), sample("c")], &lists)?;
+/// assert_eq!((split.train, split.validation, split.test), (vec![0], vec![1], vec![2]));
+/// # Ok::<(), xray_data::DataError>(())
+/// ```
+pub fn split_from_lists(
+    samples: &[Sample],
+    lists: &PatientLists,
+) -> Result<PatientSplit, DataError> {
+    let mut side_of: HashMap<&str, Side> = HashMap::new();
+    for (side, ids) in [
+        (Side::Train, &lists.train_patients),
+        (Side::Validation, &lists.validation_patients),
+        (Side::Test, &lists.test_patients),
+    ] {
+        for id in ids {
+            if let Some(other) = side_of.insert(id.as_str(), side) {
+                if other != side {
+                    return Err(DataError::InvalidSplit {
+                        reason: format!("patient {id:?} is listed for both {other} and {side}"),
+                    });
+                }
+            }
+        }
+    }
+    let mut split = PatientSplit {
+        train: Vec::new(),
+        validation: Vec::new(),
+        test: Vec::new(),
+    };
+    let mut unlisted = BTreeSet::new();
+    for (i, sample) in samples.iter().enumerate() {
+        match side_of.get(sample.patient_id.as_str()) {
+            Some(Side::Train) => split.train.push(i),
+            Some(Side::Validation) => split.validation.push(i),
+            Some(Side::Test) => split.test.push(i),
+            None => {
+                unlisted.insert(sample.patient_id.as_str());
+            }
+        }
+    }
+    if let Some(first) = unlisted.first() {
+        return Err(DataError::InvalidSplit {
+            reason: format!(
+                "{} patient(s) of the data are on no list, e.g. {first:?}",
+                unlisted.len()
+            ),
+        });
+    }
+    for side in [Side::Train, Side::Validation] {
+        if split.side(side).is_empty() {
+            return Err(DataError::InvalidSplit {
+                reason: format!("no image of the data falls on the {side} side"),
+            });
+        }
+    }
+    Ok(split)
+}

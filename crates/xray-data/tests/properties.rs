@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xray_data::{
-    augment, epoch_order, split_by_patient, AugmentConfig, GrayImage, Label, Sample, Shift,
-    SplitConfig,
+    augment, epoch_order, split_by_patient, split_from_lists, AugmentConfig, GrayImage, Label,
+    PatientLists, Sample, Shift, Side, SplitConfig,
 };
 
 fn random_samples(rng: &mut ChaCha8Rng) -> Vec<Sample> {
@@ -56,6 +56,61 @@ fn random_splits_never_share_a_patient_and_reproduce() {
         );
         assert_eq!(split, split_by_patient(&samples, None, &config).unwrap());
     }
+}
+
+#[test]
+fn listed_patients_give_back_the_split_they_came_from() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for round in 0..50 {
+        let samples = random_samples(&mut rng);
+        let config = SplitConfig {
+            seed: round,
+            ..SplitConfig::default()
+        };
+        let split = split_by_patient(&samples, None, &config).unwrap();
+        let lists = PatientLists {
+            train_patients: split.patients(&samples, Side::Train),
+            validation_patients: split.patients(&samples, Side::Validation),
+            test_patients: split.patients(&samples, Side::Test),
+        };
+        assert_eq!(
+            split_from_lists(&samples, &lists).unwrap(),
+            split,
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn patient_lists_that_cannot_be_honoured_are_refused_by_name() {
+    let samples: Vec<Sample> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Sample {
+            path: PathBuf::from(format!("{id}.png")),
+            label: Label::Normal,
+            patient_id: id.to_string(),
+        })
+        .collect();
+    let lists = |train: &[&str], validation: &[&str], test: &[&str]| PatientLists {
+        train_patients: train.iter().map(|s| s.to_string()).collect(),
+        validation_patients: validation.iter().map(|s| s.to_string()).collect(),
+        test_patients: test.iter().map(|s| s.to_string()).collect(),
+    };
+    let refusal = |l: PatientLists| split_from_lists(&samples, &l).unwrap_err().to_string();
+    let twice = refusal(lists(&["a", "b"], &["b"], &["c"]));
+    assert!(
+        twice.contains("\"b\"") && twice.contains("train") && twice.contains("validation"),
+        "{twice}"
+    );
+    let missing = refusal(lists(&["a"], &["b"], &[]));
+    assert!(
+        missing.contains("1 patient(s)") && missing.contains("\"c\""),
+        "{missing}"
+    );
+    let no_validation = refusal(lists(&["a", "b", "c"], &["z"], &[]));
+    assert!(no_validation.contains("validation side"), "{no_validation}");
+    // Listed patients without images are ignored: a subset of the data may be loaded.
+    assert!(split_from_lists(&samples, &lists(&["a", "x"], &["b"], &["c", "y"])).is_ok());
 }
 
 #[test]

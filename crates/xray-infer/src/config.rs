@@ -56,6 +56,10 @@ pub struct SplitRecord {
     pub test_patients: Vec<String>,
     /// SHA-256 over the three sorted patient lists, to compare splits at a glance.
     pub patients_sha256: String,
+    /// The split file the lists were read from; `None` when `config`'s seed drew them (then
+    /// `config`'s fractions apply, else only its seed, which still seeds training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl SplitRecord {

@@ -35,6 +35,7 @@ fn sample_config(architecture: Architecture, preprocessing: Preprocessing) -> Bu
             validation_patients: vec!["b".into()],
             test_patients: vec!["c".into()],
             patients_sha256: String::new(),
+            source: None,
         },
         DataRecord {
             root: "r".into(),
