@@ -490,11 +490,7 @@ pub fn build_report(
                 s.images[0],
                 s.images[1],
                 s.images[2],
-                s.source
-                    .as_ref()
-                    .map_or(format!("seed {}", s.config.seed), |f| format!(
-                        "lists of {f}"
-                    )),
+                s.origin(),
                 &s.patients_sha256[..12.min(s.patients_sha256.len())]
             ),
         ],

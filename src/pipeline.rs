@@ -16,8 +16,8 @@ use xray_eval::{
     choose_threshold, ConformalBounds, ConfusionMatrix, Metrics, TemperatureScaling, ThresholdRule,
 };
 use xray_infer::{
-    Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, ReferBand, SplitRecord,
-    ThresholdChoice, TrainingRecord,
+    split_origin, Bundle, BundleConfig, DataRecord, NamedThreshold, OodStatistics, ReferBand,
+    SplitRecord, ThresholdChoice, TrainingRecord,
 };
 use xray_train::{TrainConfig, TrainError};
 
@@ -194,20 +194,11 @@ impl PreparedData {
 
     /// The record of the split for the bundle.
     pub fn split_record(&self, config: &SplitConfig) -> SplitRecord {
-        let samples = &self.set.samples;
-        let patients = |side| self.split.patients(samples, side);
-        let (train, validation, test) = (
-            patients(Side::Train),
-            patients(Side::Validation),
-            patients(Side::Test),
-        );
+        let lists = PatientLists::of(&self.split, &self.set.samples);
         let mut hasher = Sha256::new();
-        for (name, list) in [
-            ("train", &train),
-            ("validation", &validation),
-            ("test", &test),
-        ] {
-            hasher.update(format!("[{name}]\n{}\n", list.join("\n")));
+        for side in Side::ALL {
+            let list = lists.side(side).join("\n");
+            hasher.update(format!("[{}]\n{list}\n", side.name()));
         }
         SplitRecord {
             config: *config,
@@ -216,9 +207,7 @@ impl PreparedData {
                 self.split.validation.len(),
                 self.split.test.len(),
             ],
-            train_patients: train,
-            validation_patients: validation,
-            test_patients: test,
+            lists,
             patients_sha256: hex(&hasher.finalize()),
             source: self.split_source.clone(),
         }
@@ -371,16 +360,13 @@ pub fn describe_data(data: &PreparedData, seed: u64) {
             log::warn!("  {}: {}", s.path.display(), s.reason);
         }
     }
-    let source = match &data.split_source {
-        Some(file) => format!("patient lists of {file}"),
-        None => format!("seed {seed}"),
-    };
     log::info!(
-        "{} images: train {}, validation {}, test {} (patient-level split, {source})",
+        "{} images: train {}, validation {}, test {} (patient-level split, {})",
         data.set.samples.len(),
         data.split.train.len(),
         data.split.validation.len(),
         data.split.test.len(),
+        split_origin(data.split_source.as_deref(), seed),
     );
 }
 

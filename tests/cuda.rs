@@ -16,7 +16,14 @@ fn root() -> PathBuf {
 /// Every 40th film of the bundle's held-out test patients (both classes), at its input size.
 fn heldout_films(bundle: &Bundle) -> Vec<GrayImage> {
     let mut samples = scan_split(&root().join("../shared/data/kermany224"), "train").expect("scan");
-    samples.retain(|s| bundle.config.split.test_patients.contains(&s.patient_id));
+    samples.retain(|s| {
+        bundle
+            .config
+            .split
+            .lists
+            .test_patients
+            .contains(&s.patient_id)
+    });
     samples.sort_by(|a, b| a.path.cmp(&b.path));
     let chosen: Vec<_> = samples.into_iter().step_by(40).collect();
     let options = LoadOptions {

@@ -123,7 +123,7 @@ fn train_save_reload_and_explain_on_real_films() -> anyhow::Result<()> {
     Bundle::save(dir.path(), &bundle_config, &varmap)?;
     let bundle = Bundle::load(dir.path(), &device)?.with_batch_size(16);
     assert_eq!(
-        bundle.config.split.test_patients,
+        bundle.config.split.lists.test_patients,
         data.split.patients(&data.set.samples, Side::Test)
     );
     let reloaded = bundle.probabilities(&data.images(Side::Test))?;

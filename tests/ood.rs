@@ -19,7 +19,14 @@ fn root() -> PathBuf {
 fn heldout_films(bundle: &Bundle, count: usize) -> Vec<GrayImage> {
     let data = root().join("../shared/data/kermany224");
     let mut samples = scan_split(&data, "train").expect("scan");
-    samples.retain(|s| bundle.config.split.test_patients.contains(&s.patient_id));
+    samples.retain(|s| {
+        bundle
+            .config
+            .split
+            .lists
+            .test_patients
+            .contains(&s.patient_id)
+    });
     samples.sort_by(|a, b| a.path.cmp(&b.path));
     let normal: Vec<_> = samples
         .iter()

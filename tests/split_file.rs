@@ -5,22 +5,28 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use xray_pneumonia::data::{Side, SplitConfig};
-use xray_pneumonia::pipeline::prepare_data;
+use xray_pneumonia::pipeline::{prepare_data, PreparedData};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-#[test]
-fn the_family_design_holds_out_every_normal2_normal_and_is_recorded() -> anyhow::Result<()> {
-    let mut data = prepare_data(
-        &repo("../shared/data/kermany224"),
+/// The real training films at 16 px (the first `limit` of each class), split by the default seed.
+fn real_films(limit: Option<usize>) -> anyhow::Result<PreparedData> {
+    let root = repo("../shared/data/kermany224");
+    Ok(prepare_data(
+        &root,
         "train",
         16,
         false,
-        None,
+        limit,
         &SplitConfig::default(),
-    )?;
+    )?)
+}
+
+#[test]
+fn the_family_design_holds_out_every_normal2_normal_and_is_recorded() -> anyhow::Result<()> {
+    let mut data = real_films(None)?;
     let file = repo("splits/family.json");
     data.use_split_file(&file)?;
     let lists: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
@@ -74,14 +80,7 @@ fn the_family_design_holds_out_every_normal2_normal_and_is_recorded() -> anyhow:
 
 #[test]
 fn a_split_file_that_misses_patients_or_is_not_json_is_refused_by_name() -> anyhow::Result<()> {
-    let mut data = prepare_data(
-        &repo("../shared/data/kermany224"),
-        "train",
-        16,
-        false,
-        Some(30),
-        &SplitConfig::default(),
-    )?;
+    let mut data = real_films(Some(30))?;
     let dir = tempfile::tempdir()?;
     let partial = dir.path().join("partial.json");
     std::fs::write(

@@ -241,6 +241,26 @@ pub struct PatientLists {
     pub test_patients: Vec<String>,
 }
 
+impl PatientLists {
+    /// The sorted patient ids of each side of `split`.
+    pub fn of(split: &PatientSplit, samples: &[Sample]) -> Self {
+        PatientLists {
+            train_patients: split.patients(samples, Side::Train),
+            validation_patients: split.patients(samples, Side::Validation),
+            test_patients: split.patients(samples, Side::Test),
+        }
+    }
+
+    /// The patients of one side.
+    pub fn side(&self, side: Side) -> &[String] {
+        match side {
+            Side::Train => &self.train_patients,
+            Side::Validation => &self.validation_patients,
+            Side::Test => &self.test_patients,
+        }
+    }
+}
+
 /// Splits images by the sides `lists` give their patients: for designs a seed cannot draw,
 /// such as holding out a whole acquisition series.
 ///
@@ -266,12 +286,8 @@ pub fn split_from_lists(
     lists: &PatientLists,
 ) -> Result<PatientSplit, DataError> {
     let mut side_of: HashMap<&str, Side> = HashMap::new();
-    for (side, ids) in [
-        (Side::Train, &lists.train_patients),
-        (Side::Validation, &lists.validation_patients),
-        (Side::Test, &lists.test_patients),
-    ] {
-        for id in ids {
+    for side in Side::ALL {
+        for id in lists.side(side) {
             if let Some(other) = side_of.insert(id.as_str(), side) {
                 if other != side {
                     return Err(DataError::InvalidSplit {

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xray_data::{
     augment, epoch_order, split_by_patient, split_from_lists, AugmentConfig, GrayImage, Label,
-    PatientLists, Sample, Shift, Side, SplitConfig,
+    PatientLists, Sample, Shift, SplitConfig,
 };
 
 fn random_samples(rng: &mut ChaCha8Rng) -> Vec<Sample> {
@@ -68,11 +68,7 @@ fn listed_patients_give_back_the_split_they_came_from() {
             ..SplitConfig::default()
         };
         let split = split_by_patient(&samples, None, &config).unwrap();
-        let lists = PatientLists {
-            train_patients: split.patients(&samples, Side::Train),
-            validation_patients: split.patients(&samples, Side::Validation),
-            test_patients: split.patients(&samples, Side::Test),
-        };
+        let lists = PatientLists::of(&split, &samples);
         assert_eq!(
             split_from_lists(&samples, &lists).unwrap(),
             split,

@@ -2,7 +2,7 @@
 //! points, the split, the data, the training run and its metrics.
 
 use serde::{Deserialize, Serialize};
-use xray_data::{Preprocessing, Side, SplitConfig};
+use xray_data::{PatientLists, Preprocessing, Side, SplitConfig};
 use xray_eval::{
     prediction_set, ConformalBounds, Metrics, PredictionSet, TemperatureScaling, ThresholdRule,
     DISCLAIMER,
@@ -48,12 +48,10 @@ pub struct SplitRecord {
     pub config: SplitConfig,
     /// Images per side: train, validation, test.
     pub images: [usize; 3],
-    /// Patients of the training side.
-    pub train_patients: Vec<String>,
-    /// Patients of the validation side.
-    pub validation_patients: Vec<String>,
-    /// Patients of the held-out test side.
-    pub test_patients: Vec<String>,
+    /// The patients of each side (`train_patients`, `validation_patients` and `test_patients`
+    /// in the JSON).
+    #[serde(flatten)]
+    pub lists: PatientLists,
     /// SHA-256 over the three sorted patient lists, to compare splits at a glance.
     pub patients_sha256: String,
     /// The split file the lists were read from; `None` when `config`'s seed drew them (then
@@ -65,12 +63,21 @@ pub struct SplitRecord {
 impl SplitRecord {
     /// The patients of one side.
     pub fn patients(&self, side: Side) -> &[String] {
-        match side {
-            Side::Train => &self.train_patients,
-            Side::Validation => &self.validation_patients,
-            Side::Test => &self.test_patients,
-        }
+        self.lists.side(side)
     }
+
+    /// Where the sides came from, in words: `patient lists of FILE` or `seed N`.
+    pub fn origin(&self) -> String {
+        split_origin(self.source.as_deref(), self.config.seed)
+    }
+}
+
+/// A split's origin in words, as [`SplitRecord::origin`] gives it: the split file when there
+/// is one, else the seed that drew the sides.
+pub fn split_origin(source: Option<&str>, seed: u64) -> String {
+    source.map_or(format!("seed {seed}"), |file| {
+        format!("patient lists of {file}")
+    })
 }
 
 /// Which data the model was trained on.

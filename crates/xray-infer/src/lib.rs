@@ -33,8 +33,8 @@ mod predict;
 
 pub use bundle::{hex, Bundle, DEFAULT_BATCH_SIZE};
 pub use config::{
-    BundleConfig, DataRecord, NamedThreshold, ReferBand, SplitRecord, ThresholdChoice,
-    TrainingRecord, BUNDLE_FORMAT_VERSION,
+    split_origin, BundleConfig, DataRecord, NamedThreshold, ReferBand, SplitRecord,
+    ThresholdChoice, TrainingRecord, BUNDLE_FORMAT_VERSION,
 };
 pub use decision::{
     age_in_years, degenerate, header_reasons, Decision, OperatingPoint, ReferReason, MAX_AGE_YEARS,

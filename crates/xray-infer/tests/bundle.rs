@@ -3,7 +3,9 @@
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use xray_data::{AugmentConfig, GrayImage, Normalization, Preprocessing, SplitConfig};
+use xray_data::{
+    AugmentConfig, GrayImage, Normalization, PatientLists, Preprocessing, SplitConfig,
+};
 use xray_eval::{Metrics, ThresholdRule};
 use xray_infer::*;
 use xray_models::{seeded_init, Architecture, Classifier, MobileNetV2Config, ScratchCnnConfig};
@@ -31,9 +33,11 @@ fn sample_config(architecture: Architecture, preprocessing: Preprocessing) -> Bu
         SplitRecord {
             config: SplitConfig::default(),
             images: [1, 1, 1],
-            train_patients: vec!["a".into()],
-            validation_patients: vec!["b".into()],
-            test_patients: vec!["c".into()],
+            lists: PatientLists {
+                train_patients: vec!["a".into()],
+                validation_patients: vec!["b".into()],
+                test_patients: vec!["c".into()],
+            },
             patients_sha256: String::new(),
             source: None,
         },
