@@ -123,12 +123,23 @@ impl ConvNormAct {
     /// shift and the ReLU6 are applied to the convolution's output in the same op
     /// ([`Conv::forward_bias_act`]); mathematically the same as `relu6(norm(conv(x)))`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (scale, shift) = self.norm.scale_shift()?;
-        let out_c = scale.dim(0)?;
-        let weight = self
-            .conv
-            .weight()
-            .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+        let (weight, shift) = self.folded()?;
         self.conv.forward_bias_act(x, &weight, &shift, self.relu6)
     }
+
+    /// The convolution weight with the norm's scale multiplied in, and the norm's shift: the
+    /// weight and bias of the equivalent biased convolution.
+    pub fn folded(&self) -> Result<(Tensor, Tensor)> {
+        fold(&self.conv, &self.norm)
+    }
+}
+
+/// `conv`'s weight times `norm`'s per-channel scale, and `norm`'s shift.
+pub(crate) fn fold(conv: &Conv, norm: &FrozenBatchNorm) -> Result<(Tensor, Tensor)> {
+    let (scale, shift) = norm.scale_shift()?;
+    let out_c = scale.dim(0)?;
+    let weight = conv
+        .weight()
+        .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+    Ok((weight, shift))
 }

@@ -1,7 +1,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::conv_norm::{Conv, ConvKind, ConvNormAct};
+use xray_ops::{inverted_residual, InvertedResidualWeights};
+
+use crate::conv_norm::{fold, Conv, ConvKind, ConvNormAct};
 use crate::FrozenBatchNorm;
 
 /// MobileNetV2's inverted residual: 1x1 expansion (absent when `expand_ratio == 1`), 3x3
@@ -13,6 +15,7 @@ pub struct InvertedResidual {
     depthwise: ConvNormAct,
     project: Conv,
     project_norm: FrozenBatchNorm,
+    stride: usize,
     residual: bool,
 }
 
@@ -59,29 +62,24 @@ impl InvertedResidual {
             depthwise,
             project,
             project_norm,
+            stride,
             residual: stride == 1 && in_c == out_c,
         })
     }
 
-    /// Applies the block.
+    /// Applies the block: on CPU one op with its own backward ([`xray_ops::inverted_residual`]),
+    /// every BatchNorm folded into its convolution.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = match &self.expand {
-            Some(expand) => expand.forward(x)?,
-            None => x.clone(),
+        let expand = self.expand.as_ref().map(ConvNormAct::folded).transpose()?;
+        let depthwise = self.depthwise.folded()?;
+        let project = fold(&self.project, &self.project_norm)?;
+        let block = InvertedResidualWeights {
+            expand: expand.as_ref().map(|(w, b)| (w, b)),
+            depthwise: (&depthwise.0, &depthwise.1),
+            project: (&project.0, &project.1),
+            stride: self.stride,
+            residual: self.residual,
         };
-        let y = self.depthwise.forward(&hidden)?;
-        // Linear bottleneck: the norm's scale folded into the weight, its shift one pass.
-        let (scale, shift) = self.project_norm.scale_shift()?;
-        let out_c = scale.dim(0)?;
-        let weight = self
-            .project
-            .weight()
-            .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
-        let y = self.project.forward_bias_act(&y, &weight, &shift, false)?;
-        if self.residual {
-            y + x
-        } else {
-            Ok(y)
-        }
+        inverted_residual(x, &block)
     }
 }

@@ -211,6 +211,20 @@ fn relu6_grad_chunk<T: num_traits::Float>(r: &mut [T], g: &[T], o: &[T]) {
     }
 }
 
+/// `g = g` where `0 < out < 6`, else 0, in place: [`Relu6Grad`] for a gradient the caller owns.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
+pub(crate) fn mask_relu6_in_place<T: num_traits::Float>(g: &mut [T], out: &[T]) {
+    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
+    for (g, &o) in g.iter_mut().zip(out) {
+        *g = if o > zero && o < six { *g } else { zero };
+    }
+}
+
 impl CustomOp2 for Relu6Grad {
     fn name(&self) -> &'static str {
         "relu6-grad"
@@ -259,7 +273,7 @@ fn channel_sum<T: num_traits::Float + Send + Sync + std::iter::Sum>(
     "x86_64+avx",
     "aarch64+neon"
 ))]
-fn plane_sum<T: num_traits::Float>(values: &[T]) -> T {
+pub(crate) fn plane_sum<T: num_traits::Float>(values: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let mut chunks = values.chunks_exact(8);
     for chunk in &mut chunks {

@@ -4,6 +4,8 @@
 //! - [`depthwise_conv2d`] and [`depthwise_conv2d_bias_act`]: one filter per channel (CPU, and
 //!   CUDA behind the `cuda` feature; other devices fall back to candle's grouped convolution);
 //! - [`pointwise_conv2d`] and [`pointwise_conv2d_bias_act`]: 1x1 convolutions as matrix products;
+//! - [`inverted_residual`]: MobileNetV2's whole inverted-residual block (expansion, depthwise,
+//!   projection, residual) as one node, its expanded gradients kept inside;
 //! - [`dense_conv2d`]: a dense convolution, image by image through a column matrix;
 //! - [`BatchNormRelu`]: BatchNorm and ReLU in one pass, in training and in evaluation;
 //! - [`bias_relu6`]: a per-channel bias with an optional ReLU6;
@@ -34,6 +36,7 @@ mod dense_conv;
 mod depthwise;
 mod geometry;
 mod im2col;
+mod inverted_residual;
 pub mod isa;
 mod matmul;
 mod max_pool;
@@ -45,5 +48,6 @@ pub use batch_norm_relu::BatchNormRelu;
 pub use bias_act::bias_relu6;
 pub use dense_conv::dense_conv2d;
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_bias_act};
+pub use inverted_residual::{inverted_residual, InvertedResidualWeights};
 pub use max_pool::max_pool_2x2;
 pub use pointwise::{pointwise_conv2d, pointwise_conv2d_bias_act};

@@ -8,7 +8,7 @@ use multiversion::multiversion;
 use multiversion::target::selected_target;
 use rayon::prelude::*;
 
-use crate::bias_act::Epilogue;
+use crate::bias_act::{mask_relu6_in_place, Epilogue};
 
 use super::flat::{correlate, weighted_sum, PlaneLayout, PolyphasePlane, Tap};
 
@@ -89,9 +89,21 @@ pub(crate) fn forward<T: Element + num_traits::Float>(
     g: &Geometry,
     epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
+    let mut out = vec![T::default(); g.batch * g.channels * g.out_h() * g.out_w()];
+    forward_into(x, w, g, epilogue, &mut out);
+    out
+}
+
+/// [`forward`] into `out`, which holds `g.batch * g.channels` output planes.
+pub(crate) fn forward_into<T: Element + num_traits::Float>(
+    x: &[T],
+    w: &[T],
+    g: &Geometry,
+    epilogue: Option<Epilogue<'_, T>>,
+    out: &mut [T],
+) {
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
-    let mut out = vec![T::default(); g.batch * g.channels * oh * ow];
     out.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each_init(scratch, |scratch, (plane, o)| {
@@ -102,7 +114,6 @@ pub(crate) fn forward<T: Element + num_traits::Float>(
                 epilogue.apply(c, o);
             }
         });
-    out
 }
 
 #[multiversion(targets(
@@ -135,10 +146,27 @@ fn forward_plane<T: Element>(
 
 /// Gradient with respect to the input: each input pixel gathers the output gradients it fed,
 /// through the same kernel weights.
-pub(crate) fn input_grad<T: Element>(grad_out: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+pub(crate) fn input_grad<T: Element + num_traits::Float>(
+    grad_out: &[T],
+    w: &[T],
+    g: &Geometry,
+) -> Vec<T> {
+    let mut grad_in = vec![T::default(); g.batch * g.channels * g.in_h * g.in_w];
+    input_grad_into(grad_out, w, g, None, &mut grad_in);
+    grad_in
+}
+
+/// [`input_grad`] into `grad_in`; with `relu6_output`, each plane is then masked by ReLU6's
+/// derivative read from that output (the input of this convolution), while it is in cache.
+pub(crate) fn input_grad_into<T: Element + num_traits::Float>(
+    grad_out: &[T],
+    w: &[T],
+    g: &Geometry,
+    relu6_output: Option<&[T]>,
+    grad_in: &mut [T],
+) {
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
-    let mut grad_in = vec![T::default(); g.batch * g.channels * in_plane];
     grad_in
         .par_chunks_mut(in_plane)
         .enumerate()
@@ -146,8 +174,10 @@ pub(crate) fn input_grad<T: Element>(grad_out: &[T], w: &[T], g: &Geometry) -> V
             let c = plane % g.channels;
             let go = &grad_out[plane * oh * ow..(plane + 1) * oh * ow];
             input_grad_plane(go, &w[c * k * k..(c + 1) * k * k], gi, g, scratch);
+            if let Some(out) = relu6_output {
+                mask_relu6_in_place(gi, &out[plane * in_plane..(plane + 1) * in_plane]);
+            }
         });
-    grad_in
 }
 
 /// Padded input pixel `(s*R + a, s*C + b)` receives output pixel `(R - m, C - n)` through
@@ -220,20 +250,26 @@ fn input_grad_plane<T: Element>(
 /// the (padded) inputs, summed over the batch in f64.
 pub(crate) fn weight_grad<T: Element>(x: &[T], grad_out: &[T], g: &Geometry) -> Vec<T> {
     let k = g.kernel;
-    let mut grad_w = vec![T::default(); g.channels * k * k];
-    grad_w
-        .par_chunks_mut(k * k)
+    let mut acc = vec![0f64; g.channels * k * k];
+    weight_grad_accumulate(x, grad_out, g, &mut acc);
+    acc.into_iter().map(T::from_f64).collect()
+}
+
+/// Adds [`weight_grad`]'s sums, in f64, to `acc` (`g.channels * k * k`): channels in parallel.
+pub(crate) fn weight_grad_accumulate<T: Element>(
+    x: &[T],
+    grad_out: &[T],
+    g: &Geometry,
+    acc: &mut [f64],
+) {
+    let k = g.kernel;
+    acc.par_chunks_mut(k * k)
         .enumerate()
-        .for_each_init(scratch, |scratch, (c, gw)| {
-            let mut acc = vec![0f64; k * k];
+        .for_each_init(scratch, |scratch, (c, acc)| {
             for n in 0..g.batch {
-                weight_grad_plane(x, grad_out, n * g.channels + c, g, scratch, &mut acc);
-            }
-            for (dst, src) in gw.iter_mut().zip(acc) {
-                *dst = T::from_f64(src);
+                weight_grad_plane(x, grad_out, n * g.channels + c, g, scratch, acc);
             }
         });
-    grad_w
 }
 
 #[multiversion(targets(

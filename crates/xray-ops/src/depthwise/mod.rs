@@ -6,7 +6,7 @@
 //! feature. Elsewhere (Metal, CUDA without the feature, CUDA f16/f64) it falls back to
 //! candle's grouped `conv2d`.
 
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod flat;
