@@ -589,47 +589,59 @@ impl CustomOp2 for FusedBlock {
         let (g_storage, g_layout) = grad.storage_and_layout();
         use candle_core::Storage::Cpu;
         let op = "inverted_residual backward";
-        let (gx, gp) = match (&*x_storage, &*p_storage, &*g_storage, guard.as_ref()) {
+        let gradients = match (&*x_storage, &*p_storage, &*g_storage, guard.as_ref()) {
             (
                 Cpu(CpuStorage::F32(xs)),
                 Cpu(CpuStorage::F32(ps)),
                 Cpu(CpuStorage::F32(gs)),
                 Some(SavedStorage::F32(saved)),
-            ) => {
-                let args = (
-                    slice(xs, x_layout, op, "input")?,
-                    slice(ps, p_layout, op, "parameters")?,
-                    slice(gs, g_layout, op, "output gradient")?,
-                );
-                let (gx, gp) = backward(args, saved, &self.dims, wanted)?;
-                (
-                    tensor_if(wanted.input, gx, x)?,
-                    tensor_if(wanted.params, gp, params)?,
-                )
-            }
+            ) => self.backward_as(
+                [(xs, x_layout), (ps, p_layout), (gs, g_layout)],
+                saved,
+                wanted,
+                (x, params),
+            )?,
             (
                 Cpu(CpuStorage::F64(xs)),
                 Cpu(CpuStorage::F64(ps)),
                 Cpu(CpuStorage::F64(gs)),
                 Some(SavedStorage::F64(saved)),
-            ) => {
-                let args = (
-                    slice(xs, x_layout, op, "input")?,
-                    slice(ps, p_layout, op, "parameters")?,
-                    slice(gs, g_layout, op, "output gradient")?,
-                );
-                let (gx, gp) = backward(args, saved, &self.dims, wanted)?;
-                (
-                    tensor_if(wanted.input, gx, x)?,
-                    tensor_if(wanted.params, gp, params)?,
-                )
-            }
+            ) => self.backward_as(
+                [(xs, x_layout), (ps, p_layout), (gs, g_layout)],
+                saved,
+                wanted,
+                (x, params),
+            )?,
             (_, _, _, None) => {
                 bail!("{op}: the forward pass kept no activations (nothing was tracked)")
             }
             _ => bail!("{op}: input, weights, gradient and kept activations differ in type"),
         };
-        Ok((gx, gp))
+        Ok(gradients)
+    }
+}
+
+impl FusedBlock {
+    /// [`backward`] on one float type's contiguous input, parameters and output gradient, the
+    /// gradients asked for wrapped as tensors shaped like `x` and `params`.
+    fn backward_as<T: Element + Float + candle_core::WithDType>(
+        &self,
+        [(xs, xl), (ps, pl), (gs, gl)]: [(&[T], &Layout); 3],
+        saved: &Saved<T>,
+        wanted: Wanted,
+        (x, params): (&Tensor, &Tensor),
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = "inverted_residual backward";
+        let args = (
+            slice(xs, xl, op, "input")?,
+            slice(ps, pl, op, "parameters")?,
+            slice(gs, gl, op, "output gradient")?,
+        );
+        let (gx, gp) = backward(args, saved, &self.dims, wanted)?;
+        Ok((
+            tensor_if(wanted.input, gx, x)?,
+            tensor_if(wanted.params, gp, params)?,
+        ))
     }
 }
 

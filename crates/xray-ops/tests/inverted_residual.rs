@@ -227,11 +227,10 @@ fn splits_images_over_any_number_of_threads() {
     }
 }
 
-#[test]
-fn gradients_only_for_what_is_tracked() {
-    let mut rng = ChaCha8Rng::seed_from_u64(18);
-    let case = Case {
-        n: 2,
+/// An expanding residual block of 3 channels on 4x4 maps.
+fn small_residual_case(n: usize) -> Case {
+    Case {
+        n,
         c: 3,
         e: 6,
         o: 3,
@@ -240,7 +239,13 @@ fn gradients_only_for_what_is_tracked() {
         stride: 1,
         expand: true,
         residual: true,
-    };
+    }
+}
+
+#[test]
+fn gradients_only_for_what_is_tracked() {
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    let case = small_residual_case(2);
     let block = Block::random(&case, &mut rng);
     let weights = block.weights(&case);
     let detached = |t: &Tensor| t.detach();
@@ -309,17 +314,7 @@ fn gradients_only_for_what_is_tracked() {
 #[test]
 fn rejects_weights_that_do_not_fit_naming_them() {
     let mut rng = ChaCha8Rng::seed_from_u64(19);
-    let case = Case {
-        n: 1,
-        c: 3,
-        e: 6,
-        o: 3,
-        h: 4,
-        w: 4,
-        stride: 1,
-        expand: true,
-        residual: true,
-    };
+    let case = small_residual_case(1);
     let block = Block::random(&case, &mut rng);
     let weights = block.weights(&case);
     let x = block.x.as_tensor();
