@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use xray_pneumonia::data::{images_to_tensor, load_images, scan_split, GrayImage, LoadOptions};
+use xray_pneumonia::data::{images_to_tensor, load_images, GrayImage, LoadOptions, Side};
 use xray_pneumonia::infer::Bundle;
+use xray_pneumonia::pipeline::samples_on_side;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -15,15 +16,9 @@ fn root() -> PathBuf {
 
 /// Every 40th film of the bundle's held-out test patients (both classes), at its input size.
 fn heldout_films(bundle: &Bundle) -> Vec<GrayImage> {
-    let mut samples = scan_split(&root().join("../shared/data/kermany224"), "train").expect("scan");
-    samples.retain(|s| {
-        bundle
-            .config
-            .split
-            .lists
-            .test_patients
-            .contains(&s.patient_id)
-    });
+    let data = root().join("../shared/data/kermany224");
+    let mut samples = samples_on_side(&data, "train", &bundle.config.split, Some(Side::Test))
+        .expect("held-out films");
     samples.sort_by(|a, b| a.path.cmp(&b.path));
     let chosen: Vec<_> = samples.into_iter().step_by(40).collect();
     let options = LoadOptions {

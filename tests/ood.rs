@@ -8,8 +8,9 @@ use candle_core::Device;
 use image::imageops::{crop_imm, resize, FilterType};
 use image::Luma;
 use rand::{Rng, SeedableRng};
-use xray_pneumonia::data::{load_images, scan_split, GrayImage, LoadOptions};
+use xray_pneumonia::data::{load_images, GrayImage, LoadOptions, Side};
 use xray_pneumonia::infer::{Bundle, Decision, ReferReason};
+use xray_pneumonia::pipeline::samples_on_side;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -18,15 +19,8 @@ fn root() -> PathBuf {
 /// `count` films of the bundle's held-out test patients, half per class, at its input size.
 fn heldout_films(bundle: &Bundle, count: usize) -> Vec<GrayImage> {
     let data = root().join("../shared/data/kermany224");
-    let mut samples = scan_split(&data, "train").expect("scan");
-    samples.retain(|s| {
-        bundle
-            .config
-            .split
-            .lists
-            .test_patients
-            .contains(&s.patient_id)
-    });
+    let mut samples = samples_on_side(&data, "train", &bundle.config.split, Some(Side::Test))
+        .expect("held-out films");
     samples.sort_by(|a, b| a.path.cmp(&b.path));
     let normal: Vec<_> = samples
         .iter()

@@ -194,21 +194,12 @@ fn relu6_grad<T: num_traits::Float + Send + Sync>(grad: &[T], out: &[T]) -> Vec<
             grad.par_chunks(TASK_ELEMENTS)
                 .zip(out.par_chunks(TASK_ELEMENTS)),
         )
-        .for_each(|(r, (g, o))| relu6_grad_chunk(r, g, o));
+        .for_each(|(r, (g, o))| {
+            // The chunk stays in cache between the copy and the mask: one write to memory.
+            r.copy_from_slice(g);
+            mask_relu6_in_place(r, o);
+        });
     result
-}
-
-#[multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
-    "x86_64+avx2+fma",
-    "x86_64+avx",
-    "aarch64+neon"
-))]
-fn relu6_grad_chunk<T: num_traits::Float>(r: &mut [T], g: &[T], o: &[T]) {
-    let (zero, six) = (T::zero(), T::from(6.0).unwrap_or(T::max_value()));
-    for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
-        *r = if o > zero && o < six { g } else { zero };
-    }
 }
 
 /// `g = g` where `0 < out < 6`, else 0, in place: [`Relu6Grad`] for a gradient the caller owns.

@@ -243,15 +243,15 @@ fn epilogue_planes<T: Float + Send + Sync>(
     epilogue: Epilogue<'_, T>,
     parallel: bool,
 ) {
-    let planes = image.chunks_exact_mut(pixels.max(1));
+    let pixels = pixels.max(1);
     if parallel {
-        planes
-            .collect::<Vec<_>>()
-            .into_par_iter()
+        image
+            .par_chunks_exact_mut(pixels)
             .enumerate()
             .for_each(|(channel, plane)| epilogue.apply(channel, plane));
     } else {
-        planes
+        image
+            .chunks_exact_mut(pixels)
             .enumerate()
             .for_each(|(channel, plane)| epilogue.apply(channel, plane));
     }
