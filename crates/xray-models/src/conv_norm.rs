@@ -1,4 +1,4 @@
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, VarBuilder};
 
 use xray_ops::{
@@ -136,10 +136,53 @@ impl ConvNormAct {
 
 /// `conv`'s weight times `norm`'s per-channel scale, and `norm`'s shift.
 pub(crate) fn fold(conv: &Conv, norm: &FrozenBatchNorm) -> Result<(Tensor, Tensor)> {
+    if let Some(folded) = fold_untracked(conv.weight(), norm)? {
+        return Ok(folded);
+    }
     let (scale, shift) = norm.scale_shift()?;
     let out_c = scale.dim(0)?;
     let weight = conv
         .weight()
         .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
     Ok((weight, shift))
+}
+
+/// [`fold`] in one pass of plain f32 arithmetic, the same operations in the same order, for
+/// weights that autograd does not track (inference, frozen stages): at batch 1 the dozen
+/// small candle ops per folded layer cost more than its convolution. `None` where the weights
+/// are tracked or not f32 on the CPU.
+fn fold_untracked(weight: &Tensor, norm: &FrozenBatchNorm) -> Result<Option<(Tensor, Tensor)>> {
+    let parts = norm.parameters();
+    let plain = |t: &Tensor| !t.track_op() && t.device().is_cpu() && t.dtype() == DType::F32;
+    if !plain(weight) || !parts.iter().all(|t| plain(t)) || weight.rank() == 0 {
+        return Ok(None);
+    }
+    if parts.iter().any(|t| t.dims() != [weight.dims()[0]]) {
+        // Mis-shaped norm: the tracked path below reports it.
+        return Ok(None);
+    }
+    let [gamma, beta, mean, var] = parts.map(|t| t.to_vec1::<f32>());
+    let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
+    let eps = norm.eps() as f32;
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect();
+    let shift: Vec<f32> = beta
+        .iter()
+        .zip(mean.iter().zip(&scale))
+        .map(|(b, (m, s))| b - m * s)
+        .collect();
+    let mut folded = weight.flatten_all()?.to_vec1::<f32>()?;
+    let per_channel = folded.len() / scale.len().max(1);
+    folded
+        .chunks_mut(per_channel.max(1))
+        .zip(&scale)
+        .for_each(|(w, s)| w.iter_mut().for_each(|w| *w *= s));
+    let channels = scale.len();
+    Ok(Some((
+        Tensor::from_vec(folded, weight.shape(), weight.device())?,
+        Tensor::from_vec(shift, channels, weight.device())?,
+    )))
 }

@@ -1,5 +1,6 @@
-use candle_core::{Result, Tensor};
-use candle_nn::{linear, Linear, Module, ModuleT, VarBuilder};
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{linear, Init, Linear, Module, ModuleT, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::conv_norm::{ConvKind, ConvNormAct};
@@ -79,8 +80,9 @@ impl Stage {
 /// MobileNetV2 with torchvision's tensor names, so `../shared/weights` loads without renaming.
 ///
 /// Input: `(N, 3, H, W)` scaled to `[-1, 1]`. BatchNorm uses stored statistics in training too
-/// (see [`crate::FrozenBatchNorm`]). In training, stages below the trainable ones run detached
-/// from the autograd graph, so their gradients are never computed.
+/// (see [`crate::FrozenBatchNorm`]). Stages below the trainable ones hold detached views of
+/// their weights: no autograd graph is recorded through them, in training or evaluation (the
+/// input stays differentiable, for saliency maps), so their gradients are never computed.
 #[derive(Debug, Clone)]
 pub struct MobileNetV2 {
     stages: Vec<Stage>,
@@ -125,20 +127,32 @@ impl MobileNetV2 {
                 ),
             });
         }
-        let features = vb.pp("features");
+        // Frozen stages read their weights as detached views of the same storage: loading
+        // weights still reaches them, but no autograd graph is ever recorded through them (as
+        // under PyTorch's no_grad), so a frozen backbone runs at inference cost in training.
+        let first_trainable = MOBILENET_V2_STAGES - config.trainable_stages;
+        let frozen = VarBuilder::from_backend(
+            Box::new(DetachedWeights(vb.clone())),
+            vb.dtype(),
+            vb.device().clone(),
+        );
+        let stage_vb = |i: usize| {
+            let root = if i < first_trainable { &frozen } else { &vb };
+            root.pp("features").pp(i)
+        };
         let mut stages = vec![Stage::ConvNormAct(ConvNormAct::new(
             3,
             32,
             3,
             2,
             ConvKind::Dense,
-            features.pp(0),
+            stage_vb(0),
         )?)];
         let mut in_c = 32;
         for (t, c, n, s) in INVERTED_RESIDUAL_SETTINGS {
             for i in 0..n {
                 let stride = if i == 0 { s } else { 1 };
-                let block = InvertedResidual::new(in_c, c, stride, t, features.pp(stages.len()))?;
+                let block = InvertedResidual::new(in_c, c, stride, t, stage_vb(stages.len()))?;
                 stages.push(Stage::InvertedResidual(block));
                 in_c = c;
             }
@@ -149,7 +163,7 @@ impl MobileNetV2 {
             1,
             1,
             ConvKind::Dense,
-            features.pp(stages.len()),
+            stage_vb(stages.len()),
         )?;
         stages.push(Stage::ConvNormAct(last));
         let classifier = linear(
@@ -225,6 +239,24 @@ impl MobileNetV2 {
             .collect();
         prefixes.push("classifier.".to_string());
         prefixes
+    }
+}
+
+/// A [`VarBuilder`] backend that hands out detached views of another builder's tensors: the
+/// same storage (so `VarMap::load` and `Var::set` still reach them), never tracked by autograd.
+struct DetachedWeights<'a>(VarBuilder<'a>);
+
+impl SimpleBackend for DetachedWeights<'_> {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, _dev: &Device) -> Result<Tensor> {
+        Ok(self.0.get_with_hints_dtype(s, name, h, dtype)?.detach())
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _dev: &Device) -> Result<Tensor> {
+        Ok(self.0.get_unchecked_dtype(name, dtype)?.detach())
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
     }
 }
 

@@ -36,6 +36,21 @@ impl FrozenBatchNorm {
         Ok((scale, shift))
     }
 
+    /// `weight`, `bias`, `running_mean` and `running_var`, in that order.
+    pub(crate) fn parameters(&self) -> [&Tensor; 4] {
+        [
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+        ]
+    }
+
+    /// The epsilon added to the variance.
+    pub(crate) fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// `(x - mean) / sqrt(var + eps) * weight + bias`, per channel of an `(N, C, H, W)` input.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (scale, shift) = self.scale_shift()?;

@@ -209,6 +209,13 @@ fn frozen_stages_get_no_gradient() -> candle_core::Result<()> {
         "stage 17 trains"
     );
     assert!(grads.get(&vars["classifier.1.weight"]).is_some());
+    // In evaluation too: frozen weights are never tracked, while the input stays differentiable.
+    let x = candle_core::Var::from_tensor(&x)?;
+    let grads = model.forward_t(&x, false)?.sum_all()?.backward()?;
+    assert!(grads.get(&vars["features.0.0.weight"]).is_none());
+    assert!(grads.get(&vars["features.16.conv.1.0.weight"]).is_none());
+    assert!(grads.get(&vars["features.17.conv.1.0.weight"]).is_some());
+    assert!(grads.get(&x).is_some(), "saliency needs the input gradient");
     let trainable = model.trainable_vars(&varmap).len();
     // Stage 17: 3 convs + 3 norms x 2 affine params; stage 18: conv + norm x 2; head: 2.
     assert_eq!(trainable, 3 + 6 + 1 + 2 + 2);

@@ -22,6 +22,7 @@ use crate::depthwise::cpu::{self as depthwise, Element, Geometry};
 use crate::depthwise::depthwise_conv2d_bias_act;
 use crate::matmul::{matmul, MatRef};
 use crate::pointwise::pointwise_conv2d_bias_act;
+use crate::scratch;
 
 /// The weights of one inverted-residual block with BatchNorm folded in: each convolution's
 /// weight already carries its norm's scale, and its bias is the norm's shift.
@@ -69,6 +70,19 @@ pub fn inverted_residual(
     if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
         return composed(x, block);
     }
+    let tracked = |t: &Tensor| t.track_op();
+    let save = x.track_op()
+        || block.expand.is_some_and(|(w, b)| tracked(w) || tracked(b))
+        || [block.depthwise, block.project]
+            .iter()
+            .any(|(w, b)| tracked(w) || tracked(b));
+    if !save {
+        // Nothing to differentiate: no op node, and no packed copy of the weights.
+        return match x.dtype() {
+            DType::F32 => untracked_forward::<f32>(x, block, &dims),
+            _ => untracked_forward::<f64>(x, block, &dims),
+        };
+    }
     let mut parts = Vec::with_capacity(6);
     if let Some((w, b)) = block.expand {
         parts.extend([w.flatten_all()?, b.clone()]);
@@ -77,7 +91,6 @@ pub fn inverted_residual(
     let (wp, bp) = block.project;
     parts.extend([wd.flatten_all()?, bd.clone(), wp.flatten_all()?, bp.clone()]);
     let params = Tensor::cat(&parts, 0)?.contiguous()?;
-    let save = x.track_op() || params.track_op();
     x.contiguous()?.apply_op2(
         &params,
         FusedBlock {
@@ -86,6 +99,66 @@ pub fn inverted_residual(
             saved: Mutex::new(None),
         },
     )
+}
+
+/// The forward pass straight on the weights' storage, for inference: no packed copy of the
+/// weights (at batch 1 copying them cost as much as a block's products) and no graph node.
+fn untracked_forward<T: Element + Float + candle_core::WithDType>(
+    x: &Tensor,
+    block: &InvertedResidualWeights<'_>,
+    d: &Dims,
+) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let contiguous = |t: &Tensor| t.contiguous();
+    let (ew, eb) = match block.expand {
+        Some((w, b)) => (Some(contiguous(w)?), Some(contiguous(b)?)),
+        None => (None, None),
+    };
+    let rest = [
+        block.depthwise.0,
+        block.depthwise.1,
+        block.project.0,
+        block.project.1,
+    ]
+    .map(contiguous);
+    let [dw, db, pw, pb] = rest;
+    let tensors = [ew, eb, Some(dw?), Some(db?), Some(pw?), Some(pb?)];
+    let guards: Vec<_> = tensors
+        .iter()
+        .map(|t| t.as_ref().map(Tensor::storage_and_layout))
+        .collect();
+    let (x_guard, x_layout) = x.storage_and_layout();
+    let names = [
+        "expansion weight",
+        "expansion bias",
+        "depthwise weight",
+        "depthwise bias",
+        "projection weight",
+        "projection bias",
+    ];
+    let mut weights: [&[T]; 6] = [&[]; 6];
+    for ((slot, guard), name) in weights.iter_mut().zip(&guards).zip(names) {
+        if let Some((storage, layout)) = guard {
+            *slot = cpu_slice(storage, layout, name)?;
+        }
+    }
+    let (y, _) = forward(cpu_slice(&x_guard, x_layout, "input")?, weights, d, false)?;
+    let g = d.depthwise();
+    Tensor::from_vec(y, (d.batch, d.o, g.out_h(), g.out_w()), x.device())
+}
+
+/// The contiguous `T` data of a CPU tensor's storage; `what` names it in the error.
+fn cpu_slice<'a, T: candle_core::WithDType>(
+    storage: &'a candle_core::Storage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    match storage {
+        candle_core::Storage::Cpu(cpu) => {
+            slice(cpu.as_slice::<T>()?, layout, "inverted_residual", what)
+        }
+        _ => bail!("inverted_residual: {what} is not on the CPU"),
+    }
 }
 
 /// The block from the separate ops: the fallback off CPU.
@@ -267,11 +340,10 @@ struct Saved<T> {
 /// The forward pass; `save` keeps the activations for the backward.
 fn forward<T: Element + Float>(
     x: &[T],
-    params: &[T],
+    [we, be, wd, bd, wp, bp]: [&[T]; 6],
     d: &Dims,
     save: bool,
 ) -> candle_core::Result<(Vec<T>, Option<Saved<T>>)> {
-    let [we, be, wd, bd, wp, bp] = unpack(params, d)?;
     let (p1, p2) = d.pixels();
     let (c, e, o) = (d.c, d.e, d.o);
     let g = d.depthwise();
@@ -280,6 +352,28 @@ fn forward<T: Element + Float>(
     let mut y = vec![T::zero(); d.batch * o * p2];
     let mut expanded = vec![T::zero(); if d.expand { saved_len(e * p1) } else { 0 }];
     let mut depthwise_out = vec![T::zero(); saved_len(e * p2)];
+    if parts == 1 && inner > 1 {
+        // One image over several threads (batch 1): share its hidden channels out instead.
+        let (mut scratch1, mut scratch2) = scratch_buffers(d, save);
+        for (n, y_n) in y.chunks_exact_mut(o * p2).enumerate() {
+            let x_n = &x[n * c * p1..(n + 1) * c * p1];
+            let h1 = if d.expand {
+                image_buffer(&mut expanded, &mut scratch1, n, e * p1)
+            } else {
+                &mut []
+            };
+            let h2 = image_buffer(&mut depthwise_out, &mut scratch2, n, e * p2);
+            let weights = [we, be, wd, bd, wp, bp];
+            forward_image_by_channel_groups(x_n, weights, d, (h1, h2), y_n, inner)?;
+        }
+        scratch::give(scratch1);
+        scratch::give(scratch2);
+        let saved = save.then_some(Saved {
+            expanded,
+            depthwise: depthwise_out,
+        });
+        return Ok((y, saved));
+    }
     let y_parts = split_parts(&mut y, per_part * o * p2, parts);
     let h1_parts = split_parts(&mut expanded, per_part * e * p1, parts);
     let h2_parts = split_parts(&mut depthwise_out, per_part * e * p2, parts);
@@ -289,7 +383,7 @@ fn forward<T: Element + Float>(
         .zip(h2_parts)
         .enumerate()
         .try_for_each(|(part, ((y_part, h1_part), h2_part))| {
-            let (mut scratch1, mut scratch2) = (Vec::new(), Vec::new());
+            let (mut scratch1, mut scratch2) = scratch_buffers(d, save);
             for (i, y_n) in y_part.chunks_exact_mut(o * p2).enumerate() {
                 let n = part * per_part + i;
                 let x_n = &x[n * c * p1..(n + 1) * c * p1];
@@ -333,6 +427,8 @@ fn forward<T: Element + Float>(
                 };
                 epilogue_planes(y_n, p2, linear, inner > 1);
             }
+            scratch::give(scratch1);
+            scratch::give(scratch2);
             candle_core::Result::Ok(())
         })?;
     let saved = save.then_some(Saved {
@@ -340,6 +436,128 @@ fn forward<T: Element + Float>(
         depthwise: depthwise_out,
     });
     Ok((y, saved))
+}
+
+/// The hidden channels `0..e` cut into `groups` runs, each a multiple of 16 channels (one
+/// AVX-512 register of f32) but the last.
+fn channel_groups(e: usize, groups: usize) -> Vec<std::ops::Range<usize>> {
+    let per = e.div_ceil(groups.max(1)).next_multiple_of(16).max(1);
+    (0..e)
+        .step_by(per)
+        .map(|start| start..(start + per).min(e))
+        .collect()
+}
+
+/// One image with its hidden channels shared out over `groups` threads: each group expands,
+/// convolves and projects its own channels with single-threaded products, so the block is one
+/// parallel region rather than one per product and epilogue (at batch 1 those made a second
+/// thread worth only 15%). The groups' partial projections are then added, with the bias and
+/// the residual. `h1` (empty without expansion) and `h2` receive the image's activations.
+fn forward_image_by_channel_groups<T: Element + Float>(
+    x_n: &[T],
+    [we, be, wd, bd, wp, bp]: [&[T]; 6],
+    d: &Dims,
+    (h1, h2): (&mut [T], &mut [T]),
+    y_n: &mut [T],
+    groups: usize,
+) -> candle_core::Result<()> {
+    let (p1, p2) = d.pixels();
+    let (c, e, o) = (d.c, d.e, d.o);
+    let ranges = channel_groups(e, groups);
+    // Each group's slices of the image's activations.
+    let (mut h1_rest, mut h2_rest) = (h1, h2);
+    let mut tasks = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let len = range.len();
+        let (h1_g, tail) =
+            std::mem::take(&mut h1_rest).split_at_mut(if d.expand { len * p1 } else { 0 });
+        h1_rest = tail;
+        let (h2_g, tail) = std::mem::take(&mut h2_rest).split_at_mut(len * p2);
+        h2_rest = tail;
+        tasks.push((range, h1_g, h2_g));
+    }
+    let partials = tasks
+        .into_par_iter()
+        .map(|(range, h1_g, h2_g)| {
+            let (r0, r1, len) = (range.start, range.end, range.len());
+            let input: &[T] = if d.expand {
+                matmul(
+                    h1_g,
+                    MatRef::row_major(&we[r0 * c..r1 * c], len, c),
+                    MatRef::row_major(x_n, c, p1),
+                    false,
+                    1,
+                )?;
+                let relu6 = Epilogue {
+                    bias: &be[range.clone()],
+                    relu6: true,
+                };
+                epilogue_planes(h1_g, p1, relu6, false);
+                h1_g
+            } else {
+                &x_n[r0 * p1..r1 * p1]
+            };
+            let g = Geometry {
+                channels: len,
+                ..d.depthwise()
+            };
+            let relu6 = Epilogue {
+                bias: &bd[range.clone()],
+                relu6: true,
+            };
+            depthwise::forward_into(input, &wd[r0 * 9..r1 * 9], &g, Some(relu6), h2_g);
+            // Not pooled: taken on a worker, it would be handed back on the calling thread.
+            let mut partial = vec![T::zero(); o * p2];
+            let columns = MatRef {
+                data: &wp[r0..],
+                rows: o,
+                cols: len,
+                row_stride: e,
+                col_stride: 1,
+            };
+            matmul(
+                &mut partial,
+                columns,
+                MatRef::row_major(h2_g, len, p2),
+                false,
+                1,
+            )?;
+            candle_core::Result::Ok(partial)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    y_n.par_chunks_exact_mut(p2.max(1))
+        .enumerate()
+        .for_each(|(j, plane)| {
+            let at = j * p2..(j + 1) * p2;
+            if d.residual {
+                plane.copy_from_slice(&x_n[at.clone()]);
+            } else {
+                plane.fill(T::zero());
+            }
+            for partial in &partials {
+                plane
+                    .iter_mut()
+                    .zip(&partial[at.clone()])
+                    .for_each(|(y, p)| *y += *p);
+            }
+            Epilogue {
+                bias: bp,
+                relu6: false,
+            }
+            .apply(j, plane);
+        });
+    Ok(())
+}
+
+/// Reusable buffers for one image's expanded and depthwise activations where they are not
+/// kept for the backward (empty where they are, or where the block does not expand).
+fn scratch_buffers<T: scratch::Pooled>(d: &Dims, save: bool) -> (Vec<T>, Vec<T>) {
+    if save {
+        return (Vec::new(), Vec::new());
+    }
+    let (p1, p2) = d.pixels();
+    let expanded = if d.expand { d.e * p1 } else { 0 };
+    (scratch::take(expanded), scratch::take(d.e * p2))
 }
 
 /// Image `i`'s `len` values: in the part's saved activations when they are kept, else in a
@@ -351,8 +569,10 @@ fn image_buffer<'a, T: Float>(
     len: usize,
 ) -> &'a mut [T] {
     if part.is_empty() {
-        scratch.resize(len, T::zero());
-        &mut scratch[..]
+        if scratch.len() < len {
+            scratch.resize(len, T::zero());
+        }
+        &mut scratch[..len]
     } else {
         &mut part[i * len..(i + 1) * len]
     }
@@ -550,12 +770,14 @@ impl CustomOp2 for FusedBlock {
         let (y, saved) = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(p)) => {
                 let x = slice(x, l1, op, "input")?;
-                let (y, saved) = forward(x, slice(p, l2, op, "parameters")?, d, self.save)?;
+                let (y, saved) =
+                    forward(x, unpack(slice(p, l2, op, "parameters")?, d)?, d, self.save)?;
                 (CpuStorage::F32(y), saved.map(SavedStorage::F32))
             }
             (CpuStorage::F64(x), CpuStorage::F64(p)) => {
                 let x = slice(x, l1, op, "input")?;
-                let (y, saved) = forward(x, slice(p, l2, op, "parameters")?, d, self.save)?;
+                let (y, saved) =
+                    forward(x, unpack(slice(p, l2, op, "parameters")?, d)?, d, self.save)?;
                 (CpuStorage::F64(y), saved.map(SavedStorage::F64))
             }
             _ => bail!(

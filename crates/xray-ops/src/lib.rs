@@ -42,6 +42,7 @@ mod matmul;
 mod max_pool;
 mod pointwise;
 pub mod process;
+mod scratch;
 mod tracked;
 
 pub use batch_norm_relu::BatchNormRelu;

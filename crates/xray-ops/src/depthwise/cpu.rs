@@ -28,6 +28,7 @@ pub(crate) trait Element:
     + std::ops::Mul<Output = Self>
     + std::ops::AddAssign
     + std::iter::Sum
+    + crate::scratch::Pooled
     + 'static
 {
     fn to_f64(self) -> f64;
