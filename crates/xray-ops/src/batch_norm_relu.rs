@@ -145,7 +145,15 @@ fn plane_moments<T: Float + Send + Sync>(x: &[T], plane: usize) -> Vec<(f64, f64
     x.par_chunks(plane.max(1)).map(sums_of_plane).collect()
 }
 
-/// Sum and sum of squares of one plane, in f64.
+/// Lanes of the partial sums: one AVX-512 register of f32.
+const LANES: usize = 16;
+
+/// Values each lane adds in the input's own precision before its sum joins the f64 total:
+/// the vector units stay on f32, and no f32 partial sum covers more than 64 values.
+const BLOCK: usize = LANES * 64;
+
+/// Sum and sum of squares of one plane: in blocks of [`BLOCK`] values in `T`, across blocks in
+/// f64.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
     "x86_64+avx2+fma",
@@ -153,21 +161,29 @@ fn plane_moments<T: Float + Send + Sync>(x: &[T], plane: usize) -> Vec<(f64, f64
     "aarch64+neon"
 ))]
 fn sums_of_plane<T: Float>(x: &[T]) -> (f64, f64) {
-    let (mut s, mut s2) = ([0f64; 4], [0f64; 4]);
-    let mut chunks = x.chunks_exact(4);
-    for chunk in &mut chunks {
-        for l in 0..4 {
-            let v = chunk[l].to_f64().unwrap_or(f64::NAN);
-            s[l] += v;
-            s2[l] += v * v;
+    let (mut s, mut s2) = (0f64, 0f64);
+    for block in x.chunks(BLOCK) {
+        let (mut bs, mut bs2) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let mut chunks = block.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for l in 0..LANES {
+                bs[l] = bs[l] + chunk[l];
+                bs2[l] = bs2[l] + chunk[l] * chunk[l];
+            }
         }
+        for &v in chunks.remainder() {
+            bs[0] = bs[0] + v;
+            bs2[0] = bs2[0] + v * v;
+        }
+        s += lane_total(&bs);
+        s2 += lane_total(&bs2);
     }
-    for &v in chunks.remainder() {
-        let v = v.to_f64().unwrap_or(f64::NAN);
-        s[0] += v;
-        s2[0] += v * v;
-    }
-    (s.iter().sum(), s2.iter().sum())
+    (s, s2)
+}
+
+/// The lanes' sum in f64.
+fn lane_total<T: Float>(lanes: &[T]) -> f64 {
+    lanes.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum()
 }
 
 /// `relu((x - mean) * inv_std * weight + bias)` per channel; `batch_stats` says whether `mean`

@@ -9,6 +9,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use multiversion::multiversion;
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -87,24 +88,40 @@ fn pool<T: Float + Send + Sync>(x: &[T], h: usize, w: usize) -> Vec<T> {
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(o, x)| {
-            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
-                let (top, bottom) = (&x[2 * oy * w..][..w], &x[(2 * oy + 1) * w..][..w]);
-                for (ox, v) in orow.iter_mut().enumerate() {
-                    let window = [
-                        top[2 * ox],
-                        top[2 * ox + 1],
-                        bottom[2 * ox],
-                        bottom[2 * ox + 1],
-                    ];
-                    // A NaN wins, so that a diverging activation is not hidden.
-                    *v =
-                        window
-                            .into_iter()
-                            .fold(window[0], |a, b| if b > a || b.is_nan() { b } else { a });
-                }
+            // Row pairs (a trailing odd row dropped), each split into its top and bottom rows.
+            for (orow, pair) in o.chunks_exact_mut(ow).zip(x.chunks_exact(2 * w)) {
+                let (top, bottom) = pair.split_at(w);
+                pool_row(orow, top, bottom);
             }
         });
     out
+}
+
+/// The larger of `a` and `b`, a NaN winning, so that a diverging activation is not hidden.
+fn nan_max<T: Float>(a: T, b: T) -> T {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// Each 2x2 window of a row pair, straight over the rows (no index arithmetic, so the
+/// compiler vectorises it).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
+fn pool_row<T: Float>(out: &mut [T], top: &[T], bottom: &[T]) {
+    for ((v, t), b) in out
+        .iter_mut()
+        .zip(top.chunks_exact(2))
+        .zip(bottom.chunks_exact(2))
+    {
+        *v = nan_max(nan_max(nan_max(t[0], t[1]), b[0]), b[1]);
+    }
 }
 
 /// `(x, grad_out) -> grad_x`: each window's gradient goes to its first maximum (row-major).
@@ -140,26 +157,50 @@ fn unpool<T: Float + Send + Sync>(x: &[T], grad: &[T], h: usize, w: usize) -> Ve
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w).zip(grad.par_chunks(oh * ow)))
         .for_each(|(gx, (x, g))| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let cells = [
-                        2 * oy * w + 2 * ox,
-                        2 * oy * w + 2 * ox + 1,
-                        (2 * oy + 1) * w + 2 * ox,
-                        (2 * oy + 1) * w + 2 * ox + 1,
-                    ];
-                    let first_max = cells.into_iter().fold(cells[0], |best, i| {
-                        if x[i] > x[best] || (x[i].is_nan() && !x[best].is_nan()) {
-                            i
-                        } else {
-                            best
-                        }
-                    });
-                    gx[first_max] = g[oy * ow + ox];
-                }
+            let rows = gx
+                .chunks_exact_mut(2 * w)
+                .zip(x.chunks_exact(2 * w))
+                .zip(g.chunks_exact(ow));
+            for ((gx_pair, x_pair), g_row) in rows {
+                let (gx_top, gx_bottom) = gx_pair.split_at_mut(w);
+                let (top, bottom) = x_pair.split_at(w);
+                unpool_row((gx_top, gx_bottom), (top, bottom), g_row);
             }
         });
     out
+}
+
+/// Each window's gradient to its first maximum in row-major order (a NaN counting as the
+/// maximum), zero to the other three cells; a trailing odd column is left as it is.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
+fn unpool_row<T: Float>(
+    (gx_top, gx_bottom): (&mut [T], &mut [T]),
+    (top, bottom): (&[T], &[T]),
+    g: &[T],
+) {
+    let windows = gx_top
+        .chunks_exact_mut(2)
+        .zip(gx_bottom.chunks_exact_mut(2))
+        .zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
+        .zip(g);
+    for (((gt, gb), (t, b)), &g) in windows {
+        let cells = [t[0], t[1], b[0], b[1]];
+        let first = (1..4).fold(0, |best, i| {
+            let (v, m) = (cells[i], cells[best]);
+            if v > m || (v.is_nan() && !m.is_nan()) {
+                i
+            } else {
+                best
+            }
+        });
+        let share = |i: usize| if i == first { g } else { T::zero() };
+        (gt[0], gt[1], gb[0], gb[1]) = (share(0), share(1), share(2), share(3));
+    }
 }
 
 #[cfg(test)]
