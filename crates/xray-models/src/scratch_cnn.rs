@@ -121,7 +121,15 @@ fn pool_last_block(activation: &Tensor) -> Result<Tensor> {
 impl ModuleT for ScratchCnn {
     /// Logits `(N, 1)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut features = pool_last_block(&self.blocks_before_last_pool(x, train)?)?;
+        // Each block's BatchNorm, ReLU and the pooling after it as one op: the same values as
+        // `pool_last_block(blocks_before_last_pool(..))`, without the full-size activations.
+        let mut pooled = x.clone();
+        for block in &self.blocks {
+            pooled = block
+                .norm
+                .forward_pooled_t(&block.conv.forward(&pooled)?, train)?;
+        }
+        let mut features = pooled.mean((2, 3))?;
         if train && self.dropout > 0.0 {
             features = candle_nn::ops::dropout(&features, self.dropout)?;
         }

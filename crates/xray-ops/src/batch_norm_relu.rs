@@ -14,6 +14,7 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 use crate::cpu_storage::{dispatch3, slice};
+use crate::norm_relu_pool::NormReluPool;
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -54,13 +55,47 @@ impl BatchNormRelu {
     /// Normalises with the batch's statistics and updates the running ones (`train`), or with
     /// the running ones; then ReLU.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
         if !x.device().is_cpu() {
             return self.fallback.forward_t(x, train)?.relu();
         }
         let x = x.contiguous()?;
+        let op = self.statistics(&x, train)?;
+        x.apply_op3(&self.weight, &self.bias, op)
+    }
+
+    /// `max_pool_2x2(relu(batch_norm(x)))`, as [`forward_t`](Self::forward_t) then
+    /// [`max_pool_2x2`](crate::max_pool_2x2) compute it, but in one op on CPU: the
+    /// full-size normalised map is never stored, and its gradient never passes through
+    /// candle's autograd (the backward recomputes it from `x`, window by window).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use candle_nn::{VarBuilder, VarMap};
+    /// let varmap = VarMap::new();
+    /// let norm = xray_ops::BatchNormRelu::new(2, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    /// let x = Tensor::randn(0f32, 1.0, (3, 2, 6, 5), &Device::Cpu)?;
+    /// let fused = norm.forward_pooled_t(&x, false)?;
+    /// let composed = xray_ops::max_pool_2x2(&norm.forward_t(&x, false)?)?;
+    /// assert_eq!(fused.dims(), &[3, 2, 3, 2]);
+    /// assert_eq!(fused.flatten_all()?.to_vec1::<f32>()?, composed.flatten_all()?.to_vec1::<f32>()?);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn forward_pooled_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        if !x.device().is_cpu() || h < 2 || w < 2 {
+            return crate::max_pool_2x2(&self.forward_t(x, train)?);
+        }
+        let x = x.contiguous()?;
+        let op = self.statistics(&x, train)?;
+        x.apply_op3(&self.weight, &self.bias, NormReluPool(op))
+    }
+
+    /// The statistics the op normalises with: the batch's (`train`, updating the running
+    /// ones) or the running ones.
+    fn statistics(&self, x: &Tensor, train: bool) -> candle_core::Result<NormRelu> {
+        let (n, c, h, w) = x.dims4()?;
         let (mean, var) = if train {
-            let (mean, var) = channel_moments(&x)?;
+            let (mean, var) = channel_moments(x)?;
             let count = (n * h * w) as f64;
             let unbiased = count / (count - 1.0).max(1.0);
             let update = |stat: &Var, batch: &[f64], scale: f64| -> candle_core::Result<()> {
@@ -91,12 +126,11 @@ impl BatchNormRelu {
                 mean.len()
             );
         }
-        let op = NormRelu {
+        Ok(NormRelu {
             inv_std: var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect(),
             mean,
             batch_stats: train,
-        };
-        x.apply_op3(&self.weight, &self.bias, op)
+        })
     }
 }
 
@@ -188,15 +222,15 @@ fn lane_total<T: Float>(lanes: &[T]) -> f64 {
 
 /// `relu((x - mean) * inv_std * weight + bias)` per channel; `batch_stats` says whether `mean`
 /// and `inv_std` came from this batch (so the backward differentiates through them).
-struct NormRelu {
-    mean: Vec<f64>,
-    inv_std: Vec<f64>,
-    batch_stats: bool,
+pub(crate) struct NormRelu {
+    pub(crate) mean: Vec<f64>,
+    pub(crate) inv_std: Vec<f64>,
+    pub(crate) batch_stats: bool,
 }
 
 impl NormRelu {
     /// Per channel `(a, d)` with `relu(x * a + d)` the output.
-    fn scale_shift(&self, weight: &[f64], bias: &[f64]) -> Vec<(f64, f64)> {
+    pub(crate) fn scale_shift(&self, weight: &[f64], bias: &[f64]) -> Vec<(f64, f64)> {
         (0..self.mean.len())
             .map(|c| {
                 let a = self.inv_std[c] * weight[c];
@@ -206,7 +240,7 @@ impl NormRelu {
     }
 }
 
-fn as_f64<T: Float>(v: &[T]) -> Vec<f64> {
+pub(crate) fn as_f64<T: Float>(v: &[T]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect()
 }
 

@@ -40,6 +40,7 @@ mod inverted_residual;
 pub mod isa;
 mod matmul;
 mod max_pool;
+mod norm_relu_pool;
 mod pointwise;
 pub mod process;
 mod scratch;

@@ -98,7 +98,7 @@ fn pool<T: Float + Send + Sync>(x: &[T], h: usize, w: usize) -> Vec<T> {
 }
 
 /// The larger of `a` and `b`, a NaN winning, so that a diverging activation is not hidden.
-fn nan_max<T: Float>(a: T, b: T) -> T {
+pub(crate) fn nan_max<T: Float>(a: T, b: T) -> T {
     if b > a || b.is_nan() {
         b
     } else {

@@ -152,6 +152,77 @@ fn naive_pool(x: &[f64], n_planes: usize, h: usize, w: usize, g: &[f64]) -> (Vec
     (y, gx)
 }
 
+/// The fused BatchNorm-ReLU-pooling against candle-nn's BatchNorm, ReLU and `max_pool_2x2` (itself
+/// checked against a naive loop below): values, the three gradients and the running statistics,
+/// with odd sizes (pixels no window covers still get the batch statistics' gradient).
+#[test]
+fn batch_norm_relu_pool_matches_the_ops_it_replaces() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for case in 0..16 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let tol = if dtype == DType::F64 { 1e-9 } else { 2e-4 };
+        let shape = [
+            rng.random_range(1..4),
+            rng.random_range(1..5),
+            rng.random_range(2..9),
+            rng.random_range(2..9),
+        ];
+        for train in [true, false] {
+            let (ours, reference, ours_map, ref_map) = norm_pair(shape[1], dtype, &mut rng)?;
+            let x = Var::from_tensor(&randn(&mut rng, &shape, dtype)?.affine(3.0, 1.0)?)?;
+            let y = ours.forward_pooled_t(&x, train)?;
+            let want = max_pool_2x2(&reference.forward_t(&x, train)?.relu()?)?;
+            let what = format!("forward, shape {shape:?}, train {train}");
+            assert_close(&what, &y, &want, tol)?;
+            let r = randn(&mut rng, y.dims(), dtype)?;
+            let g = (&y * &r)?.sum_all()?.backward()?;
+            let gw = (&want * &r)?.sum_all()?.backward()?;
+            let what = format!("input gradient, shape {shape:?}, train {train}");
+            assert_close(&what, g.get(&x).expect("x"), gw.get(&x).expect("x"), tol)?;
+            let (ours_vars, ref_vars) = (
+                ours_map.data().lock().unwrap(),
+                ref_map.data().lock().unwrap(),
+            );
+            for name in ["weight", "bias"] {
+                let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
+                let what = format!("{name} gradient, shape {shape:?}, train {train}");
+                assert_close(
+                    &what,
+                    g.get(a).expect("grad"),
+                    gw.get(b).expect("grad"),
+                    tol,
+                )?;
+            }
+            for name in ["running_mean", "running_var"] {
+                let what = format!("{name} after the step, train {train}");
+                let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
+                assert_close(&what, a, b, tol)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fused and composed give the same bits forward (the same arithmetic), so a model that switches
+/// to the fused op predicts exactly as before.
+#[test]
+fn batch_norm_relu_pool_forward_is_bit_identical_to_the_composition() -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let (ours, _, _, _) = norm_pair(6, DType::F32, &mut rng)?;
+    let x = randn(&mut rng, &[3, 6, 13, 10], DType::F32)?;
+    let fused = ours.forward_pooled_t(&x, false)?;
+    let composed = max_pool_2x2(&ours.forward_t(&x, false)?)?;
+    assert_eq!(
+        fused.flatten_all()?.to_vec1::<f32>()?,
+        composed.flatten_all()?.to_vec1::<f32>()?
+    );
+    Ok(())
+}
+
 #[test]
 fn max_pool_matches_a_naive_loop_including_ties() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
