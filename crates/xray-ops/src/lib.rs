@@ -7,7 +7,8 @@
 //! - [`inverted_residual`]: MobileNetV2's whole inverted-residual block (expansion, depthwise,
 //!   projection, residual) as one node, its expanded gradients kept inside;
 //! - [`dense_conv2d`]: a dense convolution, image by image through a column matrix;
-//! - [`BatchNormRelu`]: BatchNorm and ReLU in one pass, in training and in evaluation;
+//! - [`BatchNormRelu`]: BatchNorm and ReLU in one pass, in training and in evaluation, and with
+//!   the 2x2 max-pooling after it as one op ([`BatchNormRelu::forward_pooled_t`]);
 //! - [`bias_relu6`]: a per-channel bias with an optional ReLU6;
 //! - [`max_pool_2x2`]: 2x2 max-pooling whose gradient goes to each window's first maximum.
 //!
