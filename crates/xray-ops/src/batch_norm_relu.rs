@@ -166,11 +166,7 @@ impl CustomOp1 for ChannelSums {
                 other.dtype()
             ),
         };
-        let mut sums = vec![0f64; 2 * c];
-        for (p, (s, s2)) in per_plane.into_iter().enumerate() {
-            sums[p % c] += s;
-            sums[c + p % c] += s2;
-        }
+        let sums = channel_totals::<f64>(per_plane, c);
         Ok((CpuStorage::F64(sums), Shape::from((2, c))))
     }
 }
@@ -288,23 +284,12 @@ impl CustomOp3 for NormRelu {
         let (grad_bias, grad_weight) = (&sums[0], &sums[1]);
         let count = (x.elem_count() / c) as f64;
         let weight = weight.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
-        // dx = weight * inv_std * (dy - [batch] (sum dy + xhat * sum dy*xhat) / count).
-        let coefficients: Vec<[f64; 3]> = (0..c)
-            .map(|ch| {
-                let k = weight[ch] * self.inv_std[ch];
-                if self.batch_stats {
-                    [k, k * grad_bias[ch] / count, k * grad_weight[ch] / count]
-                } else {
-                    [k, 0.0, 0.0]
-                }
-            })
-            .collect();
+        let terms = self.input_grad_terms(&weight, (grad_bias, grad_weight), count);
         let grad_x = x.apply_op3_no_bwd(
             res,
             &grad,
             &InputGrad {
-                norm: self,
-                coefficients,
+                terms,
                 plane: (h * w).max(1),
             },
         )?;
@@ -318,6 +303,29 @@ impl CustomOp3 for NormRelu {
 }
 
 impl NormRelu {
+    /// Per channel `[k, slope, offset]` of the input gradient `dx = k * dy' - (slope * x +
+    /// offset)`, from the backward's per-channel `(sum dy', sum dy' * xhat)` over `count`
+    /// values: `dx = weight * inv_std * (dy' - [batch] (sum dy' + xhat * sum dy' xhat) / count)`.
+    pub(crate) fn input_grad_terms(
+        &self,
+        weight: &[f64],
+        (grad_bias, grad_weight): (&[f64], &[f64]),
+        count: f64,
+    ) -> Vec<[f64; 3]> {
+        (0..self.mean.len())
+            .map(|c| {
+                let k = weight[c] * self.inv_std[c];
+                let (k_bias, k_weight) = if self.batch_stats {
+                    (k * grad_bias[c] / count, k * grad_weight[c] / count)
+                } else {
+                    (0.0, 0.0)
+                };
+                let slope = k_weight * self.inv_std[c];
+                [k, slope, k_bias - slope * self.mean[c]]
+            })
+            .collect()
+    }
+
     fn forward<T: Float + Send + Sync>(
         &self,
         x: &[T],
@@ -333,8 +341,8 @@ impl NormRelu {
             .enumerate()
             .for_each(|(p, (o, x))| {
                 let (a, d) = ab[p % channels];
-                let cast = |v: f64| T::from(v).unwrap_or(T::nan());
-                affine_relu_plane(o, x, cast(a), cast(d));
+                let [a, d] = cast_all([a, d]);
+                affine_relu_plane(o, x, a, d);
             });
         out
     }
@@ -406,14 +414,25 @@ fn grad_sums<T: Float + Send + Sync>(
             (s, sx * norm.inv_std[c])
         })
         .collect();
+    channel_totals(per_plane, channels)
+}
+
+/// Per-plane `(a, b)` pairs (planes in `(N, C)` order) summed per channel, as `(2, C)`
+/// row-major: the `a` totals, then the `b` totals.
+pub(crate) fn channel_totals<T: Float>(per_plane: Vec<(f64, f64)>, channels: usize) -> Vec<T> {
     let mut out = vec![0f64; 2 * channels];
-    for (p, (s, sx)) in per_plane.into_iter().enumerate() {
-        out[p % channels] += s;
-        out[channels + p % channels] += sx;
+    for (p, (a, b)) in per_plane.into_iter().enumerate() {
+        out[p % channels] += a;
+        out[channels + p % channels] += b;
     }
     out.into_iter()
         .map(|v| T::from(v).unwrap_or(T::nan()))
         .collect()
+}
+
+/// `values` cast to `T` (NaN where one does not fit).
+pub(crate) fn cast_all<T: Float, const N: usize>(values: [f64; N]) -> [T; N] {
+    values.map(|v| T::from(v).unwrap_or(T::nan()))
 }
 
 /// `(sum dy', sum dy' * (x - mean))` over one plane, partial sums in four f64 lanes.
@@ -434,15 +453,14 @@ fn gated_sums<T: Float>(x: &[T], y: &[T], g: &[T], mean: T) -> (f64, f64) {
     (s.iter().sum(), sx.iter().sum())
 }
 
-/// `(x, y, dy) -> dx = k * dy' - k_bias - k_weight * xhat` per channel, from
-/// `coefficients[c] = [k, k_bias, k_weight]`.
-struct InputGrad<'a> {
-    norm: &'a NormRelu,
-    coefficients: Vec<[f64; 3]>,
+/// `(x, y, dy) -> dx = k * dy' - (slope * x + offset)` per channel, from
+/// [`NormRelu::input_grad_terms`].
+struct InputGrad {
+    terms: Vec<[f64; 3]>,
     plane: usize,
 }
 
-impl CustomOp3 for InputGrad<'_> {
+impl CustomOp3 for InputGrad {
     fn name(&self) -> &'static str {
         "batch-norm-relu-input-grad"
     }
@@ -468,22 +486,17 @@ impl CustomOp3 for InputGrad<'_> {
     }
 }
 
-impl InputGrad<'_> {
+impl InputGrad {
     fn compute<T: Float + Send + Sync>(&self, x: &[T], y: &[T], g: &[T]) -> Vec<T> {
-        let channels = self.coefficients.len();
+        let channels = self.terms.len();
         let mut out = vec![T::zero(); x.len()];
         out.par_chunks_mut(self.plane)
             .zip(x.par_chunks(self.plane))
             .zip(y.par_chunks(self.plane).zip(g.par_chunks(self.plane)))
             .enumerate()
             .for_each(|(p, ((o, x), (y, g)))| {
-                let c = p % channels;
-                let [k, k_bias, k_weight] = self.coefficients[c];
-                let cast = |v: f64| T::from(v).unwrap_or(T::nan());
-                // dx = k * dy' - k_bias - k_weight * inv_std * (x - mean)
-                let slope = cast(k_weight * self.norm.inv_std[c]);
-                let offset = cast(k_bias - k_weight * self.norm.inv_std[c] * self.norm.mean[c]);
-                input_grad_plane(o, x, y, g, cast(k), slope, offset);
+                let [k, slope, offset] = cast_all(self.terms[p % channels]);
+                input_grad_plane(o, x, y, g, k, slope, offset);
             });
         out
     }

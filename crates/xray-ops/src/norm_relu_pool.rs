@@ -12,7 +12,7 @@ use multiversion::multiversion;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::batch_norm_relu::{as_f64, NormRelu};
+use crate::batch_norm_relu::{as_f64, cast_all, channel_totals, NormRelu};
 use crate::cpu_storage::{dispatch, dispatch3};
 use crate::max_pool::nan_max;
 
@@ -22,10 +22,12 @@ pub(crate) struct NormReluPool(pub(crate) NormRelu);
 
 /// The per-channel `(a, d)` of `relu(x * a + d)`, cast to `T` as the forward casts them.
 fn affine<T: Float>(norm: &NormRelu, weight: &[f64], bias: &[f64]) -> Vec<(T, T)> {
-    let cast = |v: f64| T::from(v).unwrap_or(T::nan());
     norm.scale_shift(weight, bias)
         .into_iter()
-        .map(|(a, d)| (cast(a), cast(d)))
+        .map(|(a, d)| {
+            let [a, d] = cast_all([a, d]);
+            (a, d)
+        })
         .collect()
 }
 
@@ -81,24 +83,14 @@ impl CustomOp3 for NormReluPool {
         let sums = sums.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
         let (grad_bias, grad_weight) = (&sums[0], &sums[1]);
         let count = (x.elem_count() / c) as f64;
-        // dx = weight * inv_std * (dy - [batch] (sum dy + xhat * sum dy*xhat) / count).
-        let coefficients: Vec<[f64; 3]> = (0..c)
-            .map(|ch| {
-                let k = weight[ch] * norm.inv_std[ch];
-                if norm.batch_stats {
-                    [k, k * grad_bias[ch] / count, k * grad_weight[ch] / count]
-                } else {
-                    [k, 0.0, 0.0]
-                }
-            })
-            .collect();
+        let terms = norm.input_grad_terms(&weight, (grad_bias, grad_weight), count);
         let grad_x = x.apply_op2_no_bwd(
             &grad,
             &InputGrad {
                 norm,
                 weight: &weight,
                 bias: &bias,
-                coefficients,
+                terms,
             },
         )?;
         let to_tensor = |v: &Vec<f64>| Tensor::new(v.as_slice(), x.device())?.to_dtype(x.dtype());
@@ -228,14 +220,7 @@ impl GradSums<'_> {
                 (s, sx * self.norm.inv_std[c])
             })
             .collect();
-        let mut out = vec![0f64; 2 * channels];
-        for (p, (s, sx)) in per_plane.into_iter().enumerate() {
-            out[p % channels] += s;
-            out[channels + p % channels] += sx;
-        }
-        out.into_iter()
-            .map(|v| T::from(v).unwrap_or(T::nan()))
-            .collect()
+        channel_totals(per_plane, channels)
     }
 }
 
@@ -282,12 +267,13 @@ fn row_grad_sums<T: Float>(
     (total(s), total(sx))
 }
 
-/// `(x, pooled gradient) -> dx = k * dy' - k_bias - k_weight * xhat` per channel.
+/// `(x, pooled gradient) -> dx = k * dy' - (slope * x + offset)` per channel, from
+/// [`NormRelu::input_grad_terms`].
 struct InputGrad<'a> {
     norm: &'a NormRelu,
     weight: &'a [f64],
     bias: &'a [f64],
-    coefficients: Vec<[f64; 3]>,
+    terms: Vec<[f64; 3]>,
 }
 
 impl CustomOp2 for InputGrad<'_> {
@@ -326,13 +312,9 @@ impl InputGrad<'_> {
             .enumerate()
             .for_each(|(p, ((o, x), g))| {
                 let c = p % channels;
-                let [k, k_bias, k_weight] = self.coefficients[c];
-                let cast = |v: f64| T::from(v).unwrap_or(T::nan());
-                let inv_std = self.norm.inv_std[c];
+                let [k, slope, offset]: [T; 3] = cast_all(self.terms[c]);
                 // Where no gradient arrives, dx = -(slope * x + offset): the batch statistics'
                 // share, which every pixel of the map has, pooled or not.
-                let slope = cast(k_weight * inv_std);
-                let offset = cast(k_bias - k_weight * inv_std * self.norm.mean[c]);
                 let rest = |o: &mut [T], x: &[T]| {
                     for (o, &x) in o.iter_mut().zip(x) {
                         *o = -(slope * x + offset);
@@ -350,7 +332,7 @@ impl InputGrad<'_> {
                         (top, bottom),
                         g_row,
                         ad[c],
-                        [cast(k), slope, offset],
+                        [k, slope, offset],
                     );
                     // A trailing odd column: never pooled.
                     if w % 2 == 1 {

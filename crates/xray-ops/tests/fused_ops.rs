@@ -66,6 +66,42 @@ fn norm_pair(
     Ok((ours, reference, ours_map, ref_map))
 }
 
+/// Back-propagates `sum(y * r)` and `sum(want * r)`, then compares the input gradients, the
+/// `weight` and `bias` gradients and the running statistics of our layer (first map) and the
+/// reference (second).
+fn assert_same_training_step(
+    what: &str,
+    (x, y, want): (&Var, &Tensor, &Tensor),
+    r: &Tensor,
+    (ours_map, ref_map): (&VarMap, &VarMap),
+    tol: f64,
+) -> candle_core::Result<()> {
+    let g = (y * r)?.sum_all()?.backward()?;
+    let gw = (want * r)?.sum_all()?.backward()?;
+    let input = format!("input gradient, {what}");
+    assert_close(&input, g.get(x).expect("x"), gw.get(x).expect("x"), tol)?;
+    let (ours_vars, ref_vars) = (
+        ours_map.data().lock().unwrap(),
+        ref_map.data().lock().unwrap(),
+    );
+    for name in ["weight", "bias"] {
+        let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
+        let label = format!("{name} gradient, {what}");
+        assert_close(
+            &label,
+            g.get(a).expect("grad"),
+            gw.get(b).expect("grad"),
+            tol,
+        )?;
+    }
+    for name in ["running_mean", "running_var"] {
+        let label = format!("{name} after the step, {what}");
+        let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
+        assert_close(&label, a, b, tol)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn batch_norm_relu_matches_candle_nn_in_both_modes() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -92,37 +128,9 @@ fn batch_norm_relu_matches_candle_nn_in_both_modes() -> candle_core::Result<()> 
             let want = reference.forward_t(&x, train)?.relu()?;
             assert_close("forward", &y, &want, tol)?;
             let r = randn(&mut rng, &shape, dtype)?;
-            let g = (&y * &r)?.sum_all()?.backward()?;
-            let gw = (&want * &r)?.sum_all()?.backward()?;
-            assert_close(
-                "input gradient",
-                g.get(&x).expect("x"),
-                gw.get(&x).expect("x"),
-                tol,
-            )?;
-            let (ours_vars, ref_vars) = (
-                ours_map.data().lock().unwrap(),
-                ref_map.data().lock().unwrap(),
-            );
-            for name in ["weight", "bias"] {
-                let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
-                let what = format!("{name} gradient (train {train})");
-                assert_close(
-                    &what,
-                    g.get(a).expect("grad"),
-                    gw.get(b).expect("grad"),
-                    tol,
-                )?;
-            }
-            for name in ["running_mean", "running_var"] {
-                let what = format!("{name} after the step (train {train})");
-                assert_close(
-                    &what,
-                    ours_vars[name].as_tensor(),
-                    ref_vars[name].as_tensor(),
-                    tol,
-                )?;
-            }
+            let what = format!("train {train}");
+            let pair = (&ours_map, &ref_map);
+            assert_same_training_step(&what, (&x, &y, &want), &r, pair, tol)?;
         }
     }
     Ok(())
@@ -179,29 +187,9 @@ fn batch_norm_relu_pool_matches_the_ops_it_replaces() -> candle_core::Result<()>
             let what = format!("forward, shape {shape:?}, train {train}");
             assert_close(&what, &y, &want, tol)?;
             let r = randn(&mut rng, y.dims(), dtype)?;
-            let g = (&y * &r)?.sum_all()?.backward()?;
-            let gw = (&want * &r)?.sum_all()?.backward()?;
-            let what = format!("input gradient, shape {shape:?}, train {train}");
-            assert_close(&what, g.get(&x).expect("x"), gw.get(&x).expect("x"), tol)?;
-            let (ours_vars, ref_vars) = (
-                ours_map.data().lock().unwrap(),
-                ref_map.data().lock().unwrap(),
-            );
-            for name in ["weight", "bias"] {
-                let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
-                let what = format!("{name} gradient, shape {shape:?}, train {train}");
-                assert_close(
-                    &what,
-                    g.get(a).expect("grad"),
-                    gw.get(b).expect("grad"),
-                    tol,
-                )?;
-            }
-            for name in ["running_mean", "running_var"] {
-                let what = format!("{name} after the step, train {train}");
-                let (a, b) = (ours_vars[name].as_tensor(), ref_vars[name].as_tensor());
-                assert_close(&what, a, b, tol)?;
-            }
+            let what = format!("shape {shape:?}, train {train}");
+            let pair = (&ours_map, &ref_map);
+            assert_same_training_step(&what, (&x, &y, &want), &r, pair, tol)?;
         }
     }
     Ok(())
