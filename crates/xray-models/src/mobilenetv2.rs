@@ -261,8 +261,9 @@ impl SimpleBackend for DetachedWeights<'_> {
 }
 
 impl ModuleT for MobileNetV2 {
-    /// Logits `(N, num_outputs)`. In training, frozen stages are detached (no gradients); in
-    /// evaluation the whole network stays differentiable, for saliency maps.
+    /// Logits `(N, num_outputs)`. Frozen stages never get gradients; in training the
+    /// activations entering the first trainable stage are also cut from the graph, while in
+    /// evaluation the input stays differentiable, for saliency maps.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let features = self.features(x, train)?;
         let features = if train && self.config.dropout > 0.0 {

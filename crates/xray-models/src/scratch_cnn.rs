@@ -98,7 +98,20 @@ impl ScratchCnn {
     /// Evaluation-mode pooled features `(N, C)`: the last block pooled and averaged, what the
     /// head reads.
     pub fn pooled_features(&self, x: &Tensor) -> Result<Tensor> {
-        pool_last_block(&self.blocks_before_last_pool(x, false)?)
+        self.features(x, false)
+    }
+
+    /// The last block pooled and averaged, `(N, C)`. Each block's BatchNorm, ReLU and the
+    /// pooling after it run as one op: the same values as
+    /// `pool_last_block(blocks_before_last_pool(..))`, without the full-size activations.
+    fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut pooled = x.clone();
+        for block in &self.blocks {
+            pooled = block
+                .norm
+                .forward_pooled_t(&block.conv.forward(&pooled)?, train)?;
+        }
+        pooled.mean((2, 3))
     }
 
     /// The one-logit head.
@@ -121,15 +134,7 @@ fn pool_last_block(activation: &Tensor) -> Result<Tensor> {
 impl ModuleT for ScratchCnn {
     /// Logits `(N, 1)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // Each block's BatchNorm, ReLU and the pooling after it as one op: the same values as
-        // `pool_last_block(blocks_before_last_pool(..))`, without the full-size activations.
-        let mut pooled = x.clone();
-        for block in &self.blocks {
-            pooled = block
-                .norm
-                .forward_pooled_t(&block.conv.forward(&pooled)?, train)?;
-        }
-        let mut features = pooled.mean((2, 3))?;
+        let mut features = self.features(x, train)?;
         if train && self.dropout > 0.0 {
             features = candle_nn::ops::dropout(&features, self.dropout)?;
         }

@@ -225,14 +225,30 @@ pub(crate) struct NormRelu {
 }
 
 impl NormRelu {
-    /// Per channel `(a, d)` with `relu(x * a + d)` the output.
-    pub(crate) fn scale_shift(&self, weight: &[f64], bias: &[f64]) -> Vec<(f64, f64)> {
+    /// Per channel `(a, d)` with `relu(x * a + d)` the output, computed in f64 and cast to `T`
+    /// (every op that recomputes the output from `x` takes them from here, so all agree to the
+    /// bit).
+    pub(crate) fn affine<T: Float>(&self, weight: &[f64], bias: &[f64]) -> Vec<(T, T)> {
         (0..self.mean.len())
             .map(|c| {
                 let a = self.inv_std[c] * weight[c];
-                (a, bias[c] - self.mean[c] * a)
+                let [a, d] = cast_all([a, bias[c] - self.mean[c] * a]);
+                (a, d)
             })
             .collect()
+    }
+}
+
+/// `relu(v * a + d)`: the one expression every op of this module and of
+/// [`norm_relu_pool`](crate::norm_relu_pool) computes the output with. A comparison, not
+/// `max`: it vectorises, and a NaN stays NaN.
+#[inline(always)]
+pub(crate) fn affine_relu<T: Float>(v: T, a: T, d: T) -> T {
+    let y = v * a + d;
+    if y < T::zero() {
+        T::zero()
+    } else {
+        y
     }
 }
 
@@ -333,15 +349,14 @@ impl NormRelu {
         bias: &[T],
         plane: usize,
     ) -> Vec<T> {
-        let ab = self.scale_shift(&as_f64(weight), &as_f64(bias));
-        let channels = ab.len();
+        let ad: Vec<(T, T)> = self.affine(&as_f64(weight), &as_f64(bias));
+        let channels = ad.len();
         let mut out = vec![T::zero(); x.len()];
         out.par_chunks_mut(plane)
             .zip(x.par_chunks(plane))
             .enumerate()
             .for_each(|(p, (o, x))| {
-                let (a, d) = ab[p % channels];
-                let [a, d] = cast_all([a, d]);
+                let (a, d) = ad[p % channels];
                 affine_relu_plane(o, x, a, d);
             });
         out
@@ -356,9 +371,7 @@ impl NormRelu {
 ))]
 fn affine_relu_plane<T: Float>(o: &mut [T], x: &[T], a: T, d: T) {
     for (o, &v) in o.iter_mut().zip(x) {
-        let y = v * a + d;
-        // A comparison, not `max`: it vectorises, and a NaN stays NaN.
-        *o = if y < T::zero() { T::zero() } else { y };
+        *o = affine_relu(v, a, d);
     }
 }
 

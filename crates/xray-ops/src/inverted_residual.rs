@@ -70,12 +70,7 @@ pub fn inverted_residual(
     if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
         return composed(x, block);
     }
-    let tracked = |t: &Tensor| t.track_op();
-    let save = x.track_op()
-        || block.expand.is_some_and(|(w, b)| tracked(w) || tracked(b))
-        || [block.depthwise, block.project]
-            .iter()
-            .any(|(w, b)| tracked(w) || tracked(b));
+    let save = x.track_op() || block.parts().into_iter().flatten().any(Tensor::track_op);
     if !save {
         // Nothing to differentiate: no op node, and no packed copy of the weights.
         return match x.dtype() {
@@ -83,13 +78,12 @@ pub fn inverted_residual(
             _ => untracked_forward::<f64>(x, block, &dims),
         };
     }
-    let mut parts = Vec::with_capacity(6);
-    if let Some((w, b)) = block.expand {
-        parts.extend([w.flatten_all()?, b.clone()]);
-    }
-    let (wd, bd) = block.depthwise;
-    let (wp, bp) = block.project;
-    parts.extend([wd.flatten_all()?, bd.clone(), wp.flatten_all()?, bp.clone()]);
+    let parts = block
+        .parts()
+        .into_iter()
+        .flatten()
+        .map(Tensor::flatten_all)
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let params = Tensor::cat(&parts, 0)?.contiguous()?;
     x.contiguous()?.apply_op2(
         &params,
@@ -109,35 +103,18 @@ fn untracked_forward<T: Element + Float + candle_core::WithDType>(
     d: &Dims,
 ) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
-    let contiguous = |t: &Tensor| t.contiguous();
-    let (ew, eb) = match block.expand {
-        Some((w, b)) => (Some(contiguous(w)?), Some(contiguous(b)?)),
-        None => (None, None),
-    };
-    let rest = [
-        block.depthwise.0,
-        block.depthwise.1,
-        block.project.0,
-        block.project.1,
-    ]
-    .map(contiguous);
-    let [dw, db, pw, pb] = rest;
-    let tensors = [ew, eb, Some(dw?), Some(db?), Some(pw?), Some(pb?)];
+    let tensors = block
+        .parts()
+        .into_iter()
+        .map(|t| t.map(Tensor::contiguous).transpose())
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let guards: Vec<_> = tensors
         .iter()
         .map(|t| t.as_ref().map(Tensor::storage_and_layout))
         .collect();
     let (x_guard, x_layout) = x.storage_and_layout();
-    let names = [
-        "expansion weight",
-        "expansion bias",
-        "depthwise weight",
-        "depthwise bias",
-        "projection weight",
-        "projection bias",
-    ];
     let mut weights: [&[T]; 6] = [&[]; 6];
-    for ((slot, guard), name) in weights.iter_mut().zip(&guards).zip(names) {
+    for ((slot, guard), name) in weights.iter_mut().zip(&guards).zip(PARAMETER_NAMES) {
         if let Some((storage, layout)) = guard {
             *slot = cpu_slice(storage, layout, name)?;
         }
@@ -158,6 +135,36 @@ fn cpu_slice<'a, T: candle_core::WithDType>(
             slice(cpu.as_slice::<T>()?, layout, "inverted_residual", what)
         }
         _ => bail!("inverted_residual: {what} is not on the CPU"),
+    }
+}
+
+/// The six parameters' names, in the packed order of [`InvertedResidualWeights::parts`].
+const PARAMETER_NAMES: [&str; 6] = [
+    "expansion weight",
+    "expansion bias",
+    "depthwise weight",
+    "depthwise bias",
+    "projection weight",
+    "projection bias",
+];
+
+impl<'a> InvertedResidualWeights<'a> {
+    /// The six parameters in the packed order (expansion weight and bias, depthwise, then
+    /// projection), `None` for the expansion of a block without one.
+    fn parts(&self) -> [Option<&'a Tensor>; 6] {
+        let (expand_w, expand_b) = match self.expand {
+            Some((w, b)) => (Some(w), Some(b)),
+            None => (None, None),
+        };
+        let ((depthwise_w, depthwise_b), (project_w, project_b)) = (self.depthwise, self.project);
+        [
+            expand_w,
+            expand_b,
+            Some(depthwise_w),
+            Some(depthwise_b),
+            Some(project_w),
+            Some(project_b),
+        ]
     }
 }
 
@@ -340,10 +347,11 @@ struct Saved<T> {
 /// The forward pass; `save` keeps the activations for the backward.
 fn forward<T: Element + Float>(
     x: &[T],
-    [we, be, wd, bd, wp, bp]: [&[T]; 6],
+    weights: [&[T]; 6],
     d: &Dims,
     save: bool,
 ) -> candle_core::Result<(Vec<T>, Option<Saved<T>>)> {
+    let [we, be, wd, bd, wp, bp] = weights;
     let (p1, p2) = d.pixels();
     let (c, e, o) = (d.c, d.e, d.o);
     let g = d.depthwise();
@@ -363,7 +371,6 @@ fn forward<T: Element + Float>(
                 &mut []
             };
             let h2 = image_buffer(&mut depthwise_out, &mut scratch2, n, e * p2);
-            let weights = [we, be, wd, bd, wp, bp];
             forward_image_by_channel_groups(x_n, weights, d, (h1, h2), y_n, inner)?;
         }
         scratch::give(scratch1);

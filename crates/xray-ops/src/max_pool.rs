@@ -88,22 +88,71 @@ fn pool<T: Float + Send + Sync>(x: &[T], h: usize, w: usize) -> Vec<T> {
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(o, x)| {
-            // Row pairs (a trailing odd row dropped), each split into its top and bottom rows.
-            for (orow, pair) in o.chunks_exact_mut(ow).zip(x.chunks_exact(2 * w)) {
-                let (top, bottom) = pair.split_at(w);
-                pool_row(orow, top, bottom);
+            for (orow, pair) in o.chunks_exact_mut(ow).zip(row_pairs(x, w)) {
+                pool_row(orow, pair);
             }
         });
     out
 }
 
+/// A plane `w` wide as row pairs `(top, bottom)`, a trailing odd row dropped: the rows of
+/// the 2x2 windows.
+pub(crate) fn row_pairs<T>(plane: &[T], w: usize) -> impl Iterator<Item = (&[T], &[T])> {
+    plane.chunks_exact(2 * w).map(move |pair| pair.split_at(w))
+}
+
+/// [`row_pairs`] for writing.
+pub(crate) fn row_pairs_mut<T>(
+    plane: &mut [T],
+    w: usize,
+) -> impl Iterator<Item = (&mut [T], &mut [T])> {
+    plane
+        .chunks_exact_mut(2 * w)
+        .map(move |pair| pair.split_at_mut(w))
+}
+
 /// The larger of `a` and `b`, a NaN winning, so that a diverging activation is not hidden.
-pub(crate) fn nan_max<T: Float>(a: T, b: T) -> T {
+fn nan_max<T: Float>(a: T, b: T) -> T {
     if b > a || b.is_nan() {
         b
     } else {
         a
     }
+}
+
+/// The largest of a 2x2 window's four values (row-major), a NaN winning.
+#[inline(always)]
+pub(crate) fn window_max<T: Float>(cells: [T; 4]) -> T {
+    nan_max(nan_max(nan_max(cells[0], cells[1]), cells[2]), cells[3])
+}
+
+/// The first maximum of a 2x2 window's `keys` (row-major; a NaN counts as larger than a
+/// number): its position 0-3 as a float, its key, and `payload` at that position. Selects on
+/// values, no indexing, so that loops over windows vectorise.
+#[inline(always)]
+pub(crate) fn first_max<T: Float>(keys: [T; 4], payload: [T; 4]) -> (T, T, T) {
+    let (mut position, mut best, mut at) = (T::zero(), keys[0], payload[0]);
+    let mut here = T::zero();
+    for i in 1..4 {
+        here = here + T::one();
+        let wins = keys[i] > best || (keys[i].is_nan() && !best.is_nan());
+        position = if wins { here } else { position };
+        best = if wins { keys[i] } else { best };
+        at = if wins { payload[i] } else { at };
+    }
+    (position, best, at)
+}
+
+/// `g` at `position` (0-3, as [`first_max`] gives it) of a 2x2 window, zero at the other
+/// three cells, row-major.
+#[inline(always)]
+pub(crate) fn route<T: Float>(position: T, g: T) -> [T; 4] {
+    let mut i = T::zero();
+    [(); 4].map(|()| {
+        let share = if position == i { g } else { T::zero() };
+        i = i + T::one();
+        share
+    })
 }
 
 /// Each 2x2 window of a row pair, straight over the rows (no index arithmetic, so the
@@ -114,13 +163,13 @@ pub(crate) fn nan_max<T: Float>(a: T, b: T) -> T {
     "x86_64+avx",
     "aarch64+neon"
 ))]
-fn pool_row<T: Float>(out: &mut [T], top: &[T], bottom: &[T]) {
+fn pool_row<T: Float>(out: &mut [T], (top, bottom): (&[T], &[T])) {
     for ((v, t), b) in out
         .iter_mut()
         .zip(top.chunks_exact(2))
         .zip(bottom.chunks_exact(2))
     {
-        *v = nan_max(nan_max(nan_max(t[0], t[1]), b[0]), b[1]);
+        *v = window_max([t[0], t[1], b[0], b[1]]);
     }
 }
 
@@ -157,14 +206,11 @@ fn unpool<T: Float + Send + Sync>(x: &[T], grad: &[T], h: usize, w: usize) -> Ve
     out.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w).zip(grad.par_chunks(oh * ow)))
         .for_each(|(gx, (x, g))| {
-            let rows = gx
-                .chunks_exact_mut(2 * w)
-                .zip(x.chunks_exact(2 * w))
+            let rows = row_pairs_mut(gx, w)
+                .zip(row_pairs(x, w))
                 .zip(g.chunks_exact(ow));
             for ((gx_pair, x_pair), g_row) in rows {
-                let (gx_top, gx_bottom) = gx_pair.split_at_mut(w);
-                let (top, bottom) = x_pair.split_at(w);
-                unpool_row((gx_top, gx_bottom), (top, bottom), g_row);
+                unpool_row(gx_pair, x_pair, g_row);
             }
         });
     out
@@ -190,16 +236,9 @@ fn unpool_row<T: Float>(
         .zip(g);
     for (((gt, gb), (t, b)), &g) in windows {
         let cells = [t[0], t[1], b[0], b[1]];
-        let first = (1..4).fold(0, |best, i| {
-            let (v, m) = (cells[i], cells[best]);
-            if v > m || (v.is_nan() && !m.is_nan()) {
-                i
-            } else {
-                best
-            }
-        });
-        let share = |i: usize| if i == first { g } else { T::zero() };
-        (gt[0], gt[1], gb[0], gb[1]) = (share(0), share(1), share(2), share(3));
+        let (first, _, _) = first_max(cells, cells);
+        let [g0, g1, g2, g3] = route(first, g);
+        (gt[0], gt[1], gb[0], gb[1]) = (g0, g1, g2, g3);
     }
 }
 

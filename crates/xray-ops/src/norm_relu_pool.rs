@@ -12,24 +12,13 @@ use multiversion::multiversion;
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::batch_norm_relu::{as_f64, cast_all, channel_totals, NormRelu};
+use crate::batch_norm_relu::{affine_relu, as_f64, cast_all, channel_totals, NormRelu};
 use crate::cpu_storage::{dispatch, dispatch3};
-use crate::max_pool::nan_max;
+use crate::max_pool::{first_max, route, row_pairs, row_pairs_mut, window_max};
 
 /// `max_pool_2x2(relu(x * a + d))` per channel, `(a, d)` from the statistics and the affine
 /// parameters; the statistics as [`NormRelu`] holds them.
 pub(crate) struct NormReluPool(pub(crate) NormRelu);
-
-/// The per-channel `(a, d)` of `relu(x * a + d)`, cast to `T` as the forward casts them.
-fn affine<T: Float>(norm: &NormRelu, weight: &[f64], bias: &[f64]) -> Vec<(T, T)> {
-    norm.scale_shift(weight, bias)
-        .into_iter()
-        .map(|(a, d)| {
-            let [a, d] = cast_all([a, d]);
-            (a, d)
-        })
-        .collect()
-}
 
 impl CustomOp3 for NormReluPool {
     fn name(&self) -> &'static str {
@@ -51,8 +40,8 @@ impl CustomOp3 for NormReluPool {
             (s1, l1, "input"),
             (s2, l2, "weight"),
             (s3, l3, "bias"),
-            |x, wt, b| forward(x, &affine(&self.0, &as_f64(wt), &as_f64(b)), h, w),
-            |x, wt, b| forward(x, &affine(&self.0, &as_f64(wt), &as_f64(b)), h, w),
+            |x, wt, b| forward(x, &self.0.affine(&as_f64(wt), &as_f64(b)), h, w),
+            |x, wt, b| forward(x, &self.0.affine(&as_f64(wt), &as_f64(b)), h, w),
         )?;
         Ok((out, Shape::from((n, c, h / 2, w / 2))))
     }
@@ -111,23 +100,18 @@ fn forward<T: Float + Send + Sync>(x: &[T], ad: &[(T, T)], h: usize, w: usize) -
         .enumerate()
         .for_each(|(p, (o, x))| {
             let (a, d) = ad[p % channels];
-            for (orow, pair) in o.chunks_exact_mut(ow).zip(x.chunks_exact(2 * w)) {
-                let (top, bottom) = pair.split_at(w);
-                pool_row(orow, (top, bottom), a, d);
+            for (orow, pair) in o.chunks_exact_mut(ow).zip(row_pairs(x, w)) {
+                pool_row(orow, pair, (a, d));
             }
         });
     out
 }
 
-/// `relu(v * a + d)`, written as the BatchNorm-ReLU op writes it, so both give the same bits.
+/// A window's four inputs and their normalised values, row-major.
 #[inline(always)]
-fn normalised<T: Float>(v: T, a: T, d: T) -> T {
-    let y = v * a + d;
-    if y < T::zero() {
-        T::zero()
-    } else {
-        y
-    }
+fn window<T: Float>(t: &[T], b: &[T], (a, d): (T, T)) -> ([T; 4], [T; 4]) {
+    let x = [t[0], t[1], b[0], b[1]];
+    (x, x.map(|v| affine_relu(v, a, d)))
 }
 
 /// One row pair: each 2x2 window's largest normalised value.
@@ -137,34 +121,14 @@ fn normalised<T: Float>(v: T, a: T, d: T) -> T {
     "x86_64+avx",
     "aarch64+neon"
 ))]
-fn pool_row<T: Float>(out: &mut [T], (top, bottom): (&[T], &[T]), a: T, d: T) {
+fn pool_row<T: Float>(out: &mut [T], (top, bottom): (&[T], &[T]), ad: (T, T)) {
     for ((v, t), b) in out
         .iter_mut()
         .zip(top.chunks_exact(2))
         .zip(bottom.chunks_exact(2))
     {
-        let y = [t[0], t[1], b[0], b[1]].map(|v| normalised(v, a, d));
-        *v = nan_max(nan_max(nan_max(y[0], y[1]), y[2]), y[3]);
+        *v = window_max(window(t, b, ad).1);
     }
-}
-
-/// Where a window's gradient goes: its first maximum (row-major; a NaN counts as larger) as
-/// `(index, input there)`, the index as a float, and whether the ReLU passed there (the
-/// gradient reaches `x` only then). Selects on values, no indexing: the compiler vectorises
-/// it across windows.
-#[inline(always)]
-fn first_max<T: Float>(x: [T; 4], (a, d): (T, T)) -> (T, T, bool) {
-    let y = x.map(|v| normalised(v, a, d));
-    let (mut best, mut at, mut index) = (y[0], x[0], T::zero());
-    let mut position = T::zero();
-    for i in 1..4 {
-        position = position + T::one();
-        let wins = y[i] > best || (y[i].is_nan() && !best.is_nan());
-        best = if wins { y[i] } else { best };
-        at = if wins { x[i] } else { at };
-        index = if wins { position } else { index };
-    }
-    (index, at, best > T::zero())
 }
 
 /// `(x, pooled gradient) -> (2, C)`: per channel `sum dy'` and `sum dy' * xhat`.
@@ -200,7 +164,7 @@ impl CustomOp2 for GradSums<'_> {
 
 impl GradSums<'_> {
     fn sums<T: Float + Send + Sync>(&self, x: &[T], g: &[T], h: usize, w: usize) -> Vec<T> {
-        let ad: Vec<(T, T)> = affine(self.norm, self.weight, self.bias);
+        let ad: Vec<(T, T)> = self.norm.affine(self.weight, self.bias);
         let channels = ad.len().max(1);
         let (oh, ow) = (h / 2, w / 2);
         let per_plane: Vec<(f64, f64)> = x
@@ -212,8 +176,8 @@ impl GradSums<'_> {
                 let (a, d) = ad[c];
                 let mean = T::from(self.norm.mean[c]).unwrap_or(T::nan());
                 let (mut s, mut sx) = (0f64, 0f64);
-                for (pair, g_row) in x.chunks_exact(2 * w).zip(g.chunks_exact(ow)) {
-                    let (rs, rsx) = row_grad_sums(pair.split_at(w), g_row, (a, d), mean);
+                for (pair, g_row) in row_pairs(x, w).zip(g.chunks_exact(ow)) {
+                    let (rs, rsx) = row_grad_sums(pair, g_row, (a, d), mean);
                     s += rs;
                     sx += rsx;
                 }
@@ -241,9 +205,11 @@ fn row_grad_sums<T: Float>(
     // chain the compiler may not reorder, so it would stay scalar.
     const LANES: usize = 16;
     let (mut s, mut sx) = ([T::zero(); LANES], [T::zero(); LANES]);
-    let window = |t: &[T], b: &[T], g: T| {
-        let (_, at, passed) = first_max([t[0], t[1], b[0], b[1]], (a, d));
-        let g = if passed { g } else { T::zero() };
+    // The gradient reaches x only at the first maximum, and only where the ReLU passed.
+    let gated = |t: &[T], b: &[T], g: T| {
+        let (x, y) = window(t, b, (a, d));
+        let (_, best, at) = first_max(y, x);
+        let g = if best > T::zero() { g } else { T::zero() };
         (g, g * (at - mean))
     };
     let groups = top
@@ -252,14 +218,14 @@ fn row_grad_sums<T: Float>(
         .zip(g.chunks_exact(LANES));
     for ((t, b), g) in groups {
         for l in 0..LANES {
-            let (ds, dsx) = window(&t[2 * l..], &b[2 * l..], g[l]);
+            let (ds, dsx) = gated(&t[2 * l..], &b[2 * l..], g[l]);
             s[l] = s[l] + ds;
             sx[l] = sx[l] + dsx;
         }
     }
     let done = g.len() / LANES * LANES;
     for (i, &g) in g.iter().enumerate().skip(done) {
-        let (ds, dsx) = window(&top[2 * i..], &bottom[2 * i..], g);
+        let (ds, dsx) = gated(&top[2 * i..], &bottom[2 * i..], g);
         s[0] = s[0] + ds;
         sx[0] = sx[0] + dsx;
     }
@@ -302,7 +268,7 @@ impl CustomOp2 for InputGrad<'_> {
 
 impl InputGrad<'_> {
     fn compute<T: Float + Send + Sync>(&self, x: &[T], g: &[T], h: usize, w: usize) -> Vec<T> {
-        let ad: Vec<(T, T)> = affine(self.norm, self.weight, self.bias);
+        let ad: Vec<(T, T)> = self.norm.affine(self.weight, self.bias);
         let channels = ad.len().max(1);
         let (oh, ow) = (h / 2, w / 2);
         let mut out = vec![T::zero(); x.len()];
@@ -320,15 +286,12 @@ impl InputGrad<'_> {
                         *o = -(slope * x + offset);
                     }
                 };
-                let pairs = o
-                    .chunks_exact_mut(2 * w)
-                    .zip(x.chunks_exact(2 * w))
+                let pairs = row_pairs_mut(o, w)
+                    .zip(row_pairs(x, w))
                     .zip(g.chunks_exact(ow));
-                for ((o_pair, x_pair), g_row) in pairs {
-                    let (o_top, o_bottom) = o_pair.split_at_mut(w);
-                    let (top, bottom) = x_pair.split_at(w);
+                for (((o_top, o_bottom), (top, bottom)), g_row) in pairs {
                     input_grad_row(
-                        (o_top, o_bottom),
+                        (&mut *o_top, &mut *o_bottom),
                         (top, bottom),
                         g_row,
                         ad[c],
@@ -371,15 +334,11 @@ fn input_grad_row<T: Float>(
         .zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
         .zip(g);
     for (((ot, ob), (t, b)), &g) in windows {
-        let cells = [t[0], t[1], b[0], b[1]];
-        let (first, _, passed) = first_max(cells, (a, d));
-        let g = if passed { g } else { T::zero() };
-        let mut position = T::zero();
-        let dx = cells.map(|v| {
-            let dy = if position == first { g } else { T::zero() };
-            position = position + T::one();
-            k * dy - (slope * v + offset)
-        });
-        (ot[0], ot[1], ob[0], ob[1]) = (dx[0], dx[1], dx[2], dx[3]);
+        let (x, y) = window(t, b, (a, d));
+        let (first, best, _) = first_max(y, x);
+        let g = if best > T::zero() { g } else { T::zero() };
+        let dy = route(first, g);
+        let dx = |i: usize| k * dy[i] - (slope * x[i] + offset);
+        (ot[0], ot[1], ob[0], ob[1]) = (dx(0), dx(1), dx(2), dx(3));
     }
 }
