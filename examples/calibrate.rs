@@ -23,9 +23,14 @@ use xray_pneumonia::pipeline::{bundle_side_films, fit_on_validation, metrics_tab
 struct Args {
     #[command(flatten)]
     upgrade: common::UpgradeArgs,
-    /// Make this stored operating point (e.g. `conformal_0.025`) the bundle's main threshold.
+    /// Make this stored operating point (e.g. `conformal_0.05`) the bundle's main threshold.
     #[arg(long)]
     main_threshold: Option<String>,
+    /// Error rate per class of the conformal refer band; default: the bundle's current band's
+    /// (2.5% where it has none). Name `conformal_<alpha>` as the main threshold to keep it the
+    /// band's upper edge.
+    #[arg(long)]
+    refer_alpha: Option<f64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,7 +54,11 @@ fn run() -> Result<()> {
     let mut bundle = args.upgrade.device.load(model)?;
     let validation = bundle_side_films(&args.upgrade.data, &bundle.config, Side::Validation)?;
     let (probabilities, labels) = scored(&bundle, &validation)?;
-    let fit = fit_on_validation(&probabilities, &labels)?;
+    let refer_alpha = args
+        .refer_alpha
+        .or(bundle.config.refer_band.as_ref().map(|band| band.alpha))
+        .unwrap_or(0.025);
+    let fit = fit_on_validation(&probabilities, &labels, refer_alpha)?;
     let (calibration, band) = (&fit.calibration, &fit.refer_band);
     eprintln!(
         "temperature {:.4} on {} validation films (NLL {:.4} -> {:.4})",

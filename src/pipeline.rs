@@ -260,40 +260,40 @@ pub fn close_run(
     Ok((ThresholdChoice { value, rule }, val_metrics, test_metrics))
 }
 
-/// The error rate per class of the refer band every bundle stores, and of its default
-/// threshold: class-conditional split conformal prediction at 2.5%, which on the
-/// leave-a-family-out design gave the best accuracy and F1 of the rules compared
-/// (`docs/generalisation.md`, issue 17).
-pub const REFER_ALPHA: f64 = 0.025;
-
-/// The name of the operating point at [`REFER_ALPHA`]'s conformal pneumonia bound.
-pub const CONFORMAL_POINT: &str = "conformal_0.025";
+/// The error rates per class at which every bundle stores a conformal operating point, with
+/// their names. A bundle's refer band and default threshold use one of them (its `refer_alpha`).
+pub const CONFORMAL_POINTS: [(&str, f64); 3] = [
+    ("conformal_0.025", 0.025),
+    ("conformal_0.05", 0.05),
+    ("conformal_0.10", 0.10),
+];
 
 /// The rules behind a bundle's alternative operating points, all chosen on validation.
 pub fn standard_operating_rules() -> Vec<(&'static str, ThresholdRule)> {
-    vec![
-        (
-            CONFORMAL_POINT,
-            ThresholdRule::Conformal { alpha: REFER_ALPHA },
-        ),
-        ("youden", ThresholdRule::Youden),
-        (
-            "sensitivity_0.95",
-            ThresholdRule::TargetSensitivity { target: 0.95 },
-        ),
-        (
-            "sensitivity_0.975",
-            ThresholdRule::TargetSensitivity { target: 0.975 },
-        ),
-        (
-            "specificity_0.90",
-            ThresholdRule::TargetSpecificity { target: 0.90 },
-        ),
-        (
-            "specificity_0.95",
-            ThresholdRule::TargetSpecificity { target: 0.95 },
-        ),
-    ]
+    let conformal = CONFORMAL_POINTS
+        .iter()
+        .map(|&(name, alpha)| (name, ThresholdRule::Conformal { alpha }));
+    conformal
+        .chain([
+            ("youden", ThresholdRule::Youden),
+            (
+                "sensitivity_0.95",
+                ThresholdRule::TargetSensitivity { target: 0.95 },
+            ),
+            (
+                "sensitivity_0.975",
+                ThresholdRule::TargetSensitivity { target: 0.975 },
+            ),
+            (
+                "specificity_0.90",
+                ThresholdRule::TargetSpecificity { target: 0.90 },
+            ),
+            (
+                "specificity_0.95",
+                ThresholdRule::TargetSpecificity { target: 0.95 },
+            ),
+        ])
+        .collect()
 }
 
 /// What a bundle fits on its validation side's probabilities besides its main threshold.
@@ -302,15 +302,16 @@ pub struct ValidationFit {
     pub calibration: TemperatureScaling,
     /// The standard operating points ([`standard_operating_rules`]).
     pub operating_points: Vec<NamedThreshold>,
-    /// The conformal refer band at [`REFER_ALPHA`].
+    /// The conformal refer band at the error rate asked for.
     pub refer_band: ReferBand,
 }
 
-/// Temperature scaling, the standard operating points and the refer band, all fitted on the
-/// validation side's probabilities.
+/// Temperature scaling, the standard operating points and the refer band at error rate
+/// `refer_alpha` per class, all fitted on the validation side's probabilities.
 pub fn fit_on_validation(
     probabilities: &[f64],
     labels: &[bool],
+    refer_alpha: f64,
 ) -> Result<ValidationFit, TrainError> {
     let calibration = TemperatureScaling::fit(
         probabilities,
@@ -329,7 +330,7 @@ pub fn fit_on_validation(
             validation_specificity: m.specificity(),
         });
     }
-    let bounds = ConformalBounds::fit(probabilities, labels, REFER_ALPHA)?;
+    let bounds = ConformalBounds::fit(probabilities, labels, refer_alpha)?;
     Ok(ValidationFit {
         calibration,
         operating_points: points,
@@ -371,9 +372,9 @@ pub fn describe_data(data: &PreparedData, seed: u64) {
 }
 
 /// The highest threshold reaching `target_sensitivity` when one is given, else the conformal
-/// pneumonia bound at [`REFER_ALPHA`] (the refer band's upper edge).
-pub fn threshold_rule(target_sensitivity: Option<f64>) -> ThresholdRule {
-    target_sensitivity.map_or(ThresholdRule::Conformal { alpha: REFER_ALPHA }, |target| {
+/// pneumonia bound at `refer_alpha` (the refer band's upper edge).
+pub fn threshold_rule(target_sensitivity: Option<f64>, refer_alpha: f64) -> ThresholdRule {
+    target_sensitivity.map_or(ThresholdRule::Conformal { alpha: refer_alpha }, |target| {
         ThresholdRule::TargetSensitivity { target }
     })
 }
@@ -388,6 +389,8 @@ pub struct RunContext {
     pub started: Instant,
     /// How to choose the threshold on validation.
     pub rule: ThresholdRule,
+    /// The refer band's error rate per class.
+    pub refer_alpha: f64,
 }
 
 /// Chooses the threshold on validation, scores both held-out sides, writes the bundle and
@@ -413,7 +416,11 @@ pub fn save_run(
         best_epoch: trained.scores.report.best_epoch,
         seconds: run.started.elapsed().as_secs_f64(),
     };
-    let fit = fit_on_validation(&trained.scores.validation, &data.labels(Side::Validation))?;
+    let fit = fit_on_validation(
+        &trained.scores.validation,
+        &data.labels(Side::Validation),
+        run.refer_alpha,
+    )?;
     let mut bundle = BundleConfig::new(
         trained.architecture,
         trained.preprocessing,

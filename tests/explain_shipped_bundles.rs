@@ -1,6 +1,6 @@
 //! The saliency methods on the shipped bundles and real films from ../shared: Integrated
-//! Gradients (from the blurred film, its default baseline) is complete to 2% at 64 steps for both
-//! bundles, Grad-CAM's split of the network reproduces its
+//! Gradients (from the blurred film, its default baseline) is complete to 2% for both bundles
+//! (the scratch CNN at 64 steps, MobileNetV2 at 512), Grad-CAM's split of the network reproduces its
 //! logits, and every method gives a finite, non-trivial map of the film's size.
 
 use std::path::{Path, PathBuf};
@@ -38,9 +38,9 @@ fn films(bundle: &Bundle, device: &Device) -> Vec<References> {
         .collect()
 }
 
-/// `completeness` bounds Integrated Gradients' `|sum - logit difference| / |difference|` at 64
-/// steps.
-fn check_bundle(dir: &Path, completeness: f64) {
+/// `completeness` bounds Integrated Gradients' `|sum - logit difference| / |difference|` at
+/// `steps` steps.
+fn check_bundle(dir: &Path, completeness: f64, steps: usize) {
     let device = Device::Cpu;
     let bundle = Bundle::load(dir, &device).expect("bundle");
     let size = bundle.config.preprocessing.size as usize;
@@ -67,7 +67,7 @@ fn check_bundle(dir: &Path, completeness: f64) {
                 |t| bundle.model.logits(t),
                 x,
                 &references.blurred,
-                64,
+                steps,
                 16,
                 class,
             )
@@ -99,12 +99,13 @@ fn check_bundle(dir: &Path, completeness: f64) {
 
 #[test]
 fn scratch_cnn_bundle() {
-    check_bundle(&root().join("models/scratch_cnn"), 0.02);
+    check_bundle(&root().join("models/scratch_cnn"), 0.02, 64);
 }
 
 #[test]
 fn mobilenet_v2_bundle() {
-    // Measured 0.6% and 1.1% on these films for the fine-tuned bundle; the frozen-backbone one
-    // it replaced reached 3.9% (ReLU6 kinks along the path).
-    check_bundle(&root().join("models/mobilenet_v2"), 0.02);
+    // The bundle trained with wide blur (issue 17) scores the blurred baseline close to one of
+    // these films (logit difference 1.6), and ReLU6 kinks along the path make quadrature error
+    // fall unevenly there: measured 7.3% at 64 steps, 0.8% at 128, 2.4% at 256, 1.0% at 512.
+    check_bundle(&root().join("models/mobilenet_v2"), 0.02, 512);
 }

@@ -1,8 +1,9 @@
 //! The shipped bundles' predictions on their 783 held-out films stay what they were when the
-//! fixture was made (2026-11-30, before the inference façade replaced the old prediction path,
-//! which gave the same values bit for bit): within 1e-5 for the probability and 1e-4 relative
-//! for the out-of-distribution score, leaving room only for another CPU's vector paths. A
-//! change meant only for speed or structure must keep this test green.
+//! bundles were trained (fixture written from `evaluate`'s `predictions.csv` on 2026-12-01,
+//! after the retraining of issue 17): within 1e-5 for the probability and 1e-4 for the
+//! out-of-distribution score (relative above 1), room for the CSV's rounding (6 and 4 decimals)
+//! and another CPU's vector paths. A change meant only for speed or structure must keep this
+//! test green.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ fn fixture(bundle: &str) -> HashMap<String, (f64, f64)> {
 
 fn check(name: &str) {
     let expected = fixture(name);
-    let mut bundle = Bundle::load(&root().join("models").join(name), &Device::Cpu).expect("bundle");
+    let bundle = Bundle::load(&root().join("models").join(name), &Device::Cpu).expect("bundle");
 
     let data = root().join("../shared/data/kermany224");
     let samples = samples_on_side(&data, "train", &bundle.config.split, Some(Side::Test))
@@ -42,18 +43,16 @@ fn check(name: &str) {
     let set = decode_for_bundle(samples, &bundle.config, false).expect("decode");
     assert_eq!(set.images.len(), expected.len(), "{name}: held-out films");
     let films: Vec<_> = set.images.iter().collect();
-    // The fixture predates the out-of-population detector (issue 17): compare the distances
-    // alone, and check that the detector only ever raises the score.
-    let full = bundle.predict_batch(&films).expect("predict");
-    let ood = bundle
-        .config
-        .ood
-        .as_mut()
-        .expect("out-of-distribution statistics");
-    assert!(ood.population.is_some(), "{name}: no population detector");
-    ood.population = None;
+    assert!(
+        bundle
+            .config
+            .ood
+            .as_ref()
+            .is_some_and(|ood| ood.population.is_some()),
+        "{name}: no population detector"
+    );
     let predictions = bundle.predict_batch(&films).expect("predict");
-    for ((sample, p), q) in set.samples.iter().zip(&predictions).zip(&full) {
+    for (sample, p) in set.samples.iter().zip(&predictions) {
         let file = sample.path.file_name().expect("name").to_string_lossy();
         let (probability, ood) = expected[file.as_ref()];
         assert!(
@@ -62,8 +61,6 @@ fn check(name: &str) {
             p.probability
         );
         let score = p.ood_score.expect("score");
-        assert_eq!(p.probability, q.probability);
-        assert!(q.ood_score.expect("score") >= score, "{name} {file}");
         assert!(
             (score - ood).abs() <= 1e-4 * ood.abs().max(1.0),
             "{name} {file}: OOD score {score} was {ood}"

@@ -134,14 +134,15 @@ def main():
     ap.add_argument("files", nargs="*", default=["reports/shift_study/logits.npz"])
     ap.add_argument("--mix", action="append", default=[], help="A+B: mean logit of two recipes")
     ap.add_argument("--pool", action="append", default=[],
-                    help="PREFIX: also the mean, per rule, over the recipes starting with PREFIX "
-                         "(e.g. one model under several controlled shifts)")
+                    help="PREFIX[=A,B,...]: also the mean, per rule, over the recipes starting "
+                         "with PREFIX (e.g. one model under several controlled shifts), or only "
+                         "over PREFIX followed by A, B, ... (e.g. mobilenet_v2@=blur_3,gamma_2)")
     args = ap.parse_args()
     z = load(args.files, args.mix)
     y = z["labels"]
     runs = sorted({tuple(k.split("|")[1:]) for k in z if k.startswith("hold|")})
     groups = sorted({(d, r) for d, r, _ in runs})
-    rules = [("youden", None), ("conformal_0.025", "conformal")]
+    rules = [("youden", None)] + [(f"conformal_{a}", ("conformal", a)) for a in (0.025, 0.05, 0.1)]
     rules += [(f"sensitivity_{t}", t) for t in (0.99, 0.975, 0.95, 0.90, 0.85)]
     print("design recipe rule: recall / specificity / precision / accuracy / F1 at 62.5% (seed mean; ensemble)")
     pooled = {}
@@ -159,14 +160,16 @@ def main():
             def rule(v):
                 if target is None:
                     return youden(v, yv)
-                if target == "conformal":
-                    return conformal_threshold(v, yv, 0.025)
+                if isinstance(target, tuple):
+                    return conformal_threshold(v, yv, target[1])
                 return target_sensitivity(v, yv, target)
             per_seed = np.mean([at(h, yh, rule(v)) for v, h in zip(vals, holds)], 0)
             ens = at(ensemble[1], yh, rule(ensemble[0]))
-            for prefix in args.pool:
-                if recipe.startswith(prefix):
-                    pooled.setdefault((design, prefix, name), []).append(per_seed)
+            for pool in args.pool:
+                prefix, _, members = pool.partition("=")
+                if (recipe in [prefix + m for m in members.split(",")] if members
+                        else recipe.startswith(prefix)):
+                    pooled.setdefault((design, pool, name), []).append(per_seed)
             print(f"{design} {recipe} {name}: " + " / ".join(f"{x:.3f}" for x in per_seed)
                   + " ; " + " / ".join(f"{x:.3f}" for x in ens))
         for alpha in (0.01, 0.025, 0.05):
@@ -180,7 +183,7 @@ def main():
 
     for (design, prefix, name), rows in pooled.items():
         m, worst = np.mean(rows, 0), np.min(rows, 0)
-        print(f"{design} pool {prefix}* ({len(rows)} recipes) {name}: "
+        print(f"{design} pool {prefix} ({len(rows)} recipes) {name}: "
               + " / ".join(f"{x:.3f}" for x in m) + f" ; worst accuracy {worst[3]:.3f}")
 
 

@@ -43,6 +43,8 @@ pub enum AugmentationKind {
     Standard,
     /// Wider ranges plus gamma, blur and noise (`AugmentConfig::strong`).
     Strong,
+    /// Strong, with contrast down to 0.5 and blur up to 3 px (`AugmentConfig::acquisition`).
+    Acquisition,
 }
 
 #[allow(dead_code)]
@@ -52,6 +54,7 @@ impl AugmentationKind {
         match self {
             AugmentationKind::Standard => xray_pneumonia::data::AugmentConfig::default(),
             AugmentationKind::Strong => xray_pneumonia::data::AugmentConfig::strong(),
+            AugmentationKind::Acquisition => xray_pneumonia::data::AugmentConfig::acquisition(),
         }
     }
 }
@@ -160,7 +163,7 @@ pub struct RunArgs {
     /// Images per step.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Training augmentation: `strong` (gamma, blur, noise, wider ranges) or `standard`.
+    /// Training augmentation: `strong` (gamma, blur, noise, wider ranges), `acquisition` (strong, with contrast down to 0.5 and blur up to 3 px) or `standard`.
     #[arg(long, value_enum, default_value_t = AugmentationKind::Strong)]
     pub augmentation: AugmentationKind,
     /// Seed of the split, initialisation, shuffling and augmentation.
@@ -172,9 +175,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub split_file: Option<std::path::PathBuf>,
     /// Sensitivity the threshold must reach on validation; omit for the conformal pneumonia
-    /// bound at 2.5% (the refer band's upper edge).
+    /// bound at the refer band's error rate (the band's upper edge).
     #[arg(long)]
     pub target_sensitivity: Option<f64>,
+    /// Error rate per class of the conformal refer band fitted on validation, and of the default
+    /// threshold (docs/shift.md, section 7).
+    #[arg(long, default_value_t = 0.025)]
+    pub refer_alpha: f64,
     /// Skip unreadable images (listed in the bundle) instead of stopping.
     #[arg(long)]
     pub skip_unreadable: bool,
@@ -309,7 +316,8 @@ pub fn train_bundle(
         config,
         split_config,
         started,
-        rule: threshold_rule(args.target_sensitivity),
+        rule: threshold_rule(args.target_sensitivity, args.refer_alpha),
+        refer_alpha: args.refer_alpha,
     };
     save_run(out, &data, trained, context)?;
     match std::fs::remove_file(&checkpoint) {

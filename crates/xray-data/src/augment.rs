@@ -93,6 +93,25 @@ impl AugmentConfig {
             max_noise_std: 0.03,
         }
     }
+
+    /// [`AugmentConfig::strong`] with wider ranges for the two acquisition changes that move
+    /// normal films towards pneumonia: contrast down to 0.5 (from 0.7) and blur up to 3 px (from
+    /// 1.5, on half the films). A model trained on the strong recipe reads films softer or
+    /// flatter than its ranges as pneumonia; this one does not (docs/shift.md, section 7).
+    ///
+    /// ```
+    /// use xray_data::AugmentConfig;
+    /// let a = AugmentConfig::acquisition();
+    /// assert_eq!((a.contrast_range.0, a.max_blur_sigma), (0.5, 3.0));
+    /// assert_eq!(a.gamma_range, AugmentConfig::strong().gamma_range);
+    /// ```
+    pub fn acquisition() -> Self {
+        AugmentConfig {
+            contrast_range: (0.5, 1.3),
+            max_blur_sigma: 3.0,
+            ..Self::strong()
+        }
+    }
 }
 
 fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
