@@ -150,7 +150,11 @@ fn identity_augmentation_returns_the_image() {
 #[test]
 fn augmentation_is_seeded_bounded_and_keeps_the_size() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    for config in [AugmentConfig::default(), AugmentConfig::strong()] {
+    for config in [
+        AugmentConfig::default(),
+        AugmentConfig::strong(),
+        AugmentConfig::acquisition(),
+    ] {
         augmentation_is_seeded_bounded_and_keeps_the_size_for(&config, &mut rng);
     }
 }
