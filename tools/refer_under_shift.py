@@ -5,17 +5,20 @@ together) do under controlled shifts, reweighted to the official test's prevalen
 
 Each folder is an output of ``tools/evaluate_shifts.sh``: one sub-folder per condition with
 ``validation/predictions.csv`` (unshifted) and ``test/predictions.csv``. The band is refitted at
-``--alpha`` on the validation probabilities as ``ConformalBounds::fit`` does (per class the
-ceil((n + 1)(1 - alpha))-th smallest nonconformity: p for normals, 1 - p for pneumonias); a film
-is referred when it is out of distribution (the bundle's own flag) or its prediction set is not
-one class, and otherwise called that class. Per condition, mean over the folders given (e.g.
-seeds): the share referred, accuracy on the films called, normals and pneumonias referred, and
-the share called wrongly, each class weighted to 62.5% pneumonia. Standard library only.
+``--alpha`` on the validation probabilities of ``none`` with ``shift_rules.conformal_bounds`` (as
+``ConformalBounds::fit`` does); a film is referred when it is out of distribution (the bundle's
+own flag) or its prediction set is not one class, and otherwise called that class. Per
+condition, mean over the folders given (e.g. seeds): the share referred, accuracy on the films
+called, normals and pneumonias referred, and the share called wrongly, each class weighted to
+62.5% pneumonia. NumPy only.
 """
 import argparse
 import csv
-import math
 import os
+
+import numpy as np
+
+from shift_rules import conformal_bounds
 
 PREVALENCE = 0.625
 
@@ -26,16 +29,11 @@ def read(path):
                 for r in csv.DictReader(f)]
 
 
-def quantile(scores, alpha):
-    rank = math.ceil((len(scores) + 1) * (1 - alpha))
-    return math.inf if rank > len(scores) else sorted(scores)[rank - 1]
-
-
 def band(validation, alpha):
-    """(normal_upper, pneumonia_lower) of class-conditional split conformal prediction."""
-    normal = [p for label, p, _ in validation if label == "NORMAL"]
-    pneumonia = [1 - p for label, p, _ in validation if label == "PNEUMONIA"]
-    return quantile(normal, alpha), 1 - quantile(pneumonia, alpha)
+    """(normal_upper, pneumonia_lower) fitted on one folder's validation films."""
+    p = np.array([p for _, p, _ in validation])
+    y = np.array([label == "PNEUMONIA" for label, _, _ in validation], dtype=int)
+    return conformal_bounds(p, y, alpha)
 
 
 def rates(films, bounds):
@@ -64,11 +62,11 @@ def main():
     conditions = sorted(os.listdir(args.folders[0]), key=lambda c: (c != "none", c))
     print(f"alpha {args.alpha}; condition: referred / accuracy on films called / normals referred"
           f" / pneumonias referred / called wrongly, at 62.5% pneumonia (mean of {len(args.folders)})")
+    bands = [band(read(os.path.join(f, "none", "validation", "predictions.csv")), args.alpha)
+             for f in args.folders]
     for condition in conditions:
-        rows = []
-        for folder in args.folders:
-            bounds = band(read(os.path.join(folder, "none", "validation", "predictions.csv")), args.alpha)
-            rows.append(rates(read(os.path.join(folder, condition, "test", "predictions.csv")), bounds))
+        rows = [rates(read(os.path.join(f, condition, "test", "predictions.csv")), bounds)
+                for f, bounds in zip(args.folders, bands)]
         mean = [sum(r[i] for r in rows) / len(rows) for i in range(5)]
         print(f"{condition}: " + " / ".join(f"{x:.3f}" for x in mean))
 

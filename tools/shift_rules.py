@@ -54,11 +54,16 @@ def conformal_quantile(scores, alpha):
     return np.inf if rank > n else np.sort(scores)[rank - 1]
 
 
+def conformal_bounds(p, y, alpha):
+    """(normal_upper, pneumonia_lower) of class-conditional split conformal prediction fitted on
+    probabilities p with labels y (1 = pneumonia), as ``ConformalBounds::fit`` computes them."""
+    return conformal_quantile(p[y == 0], alpha), 1 - conformal_quantile(1 - p[y == 1], alpha)
+
+
 def band(v, yv, h, yh, alpha):
     """Coverage, accuracy on the films called, and the shares of each class referred."""
     pv, ph = 1 / (1 + np.exp(-v)), 1 / (1 + np.exp(-h))
-    normal_upper = conformal_quantile(pv[yv == 0], alpha)
-    pneumonia_lower = 1 - conformal_quantile(1 - pv[yv == 1], alpha)
+    normal_upper, pneumonia_lower = conformal_bounds(pv, yv, alpha)
     normal, pneumonia = ph <= normal_upper, ph >= pneumonia_lower
     called = normal ^ pneumonia
     right = (pneumonia[called] == (yh[called] == 1)).mean()
