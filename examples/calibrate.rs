@@ -16,7 +16,9 @@ use xray_pneumonia::data::Side;
 use xray_pneumonia::data::{DecodedSet, Label};
 use xray_pneumonia::eval::Metrics;
 use xray_pneumonia::infer::{Bundle, ThresholdChoice, BUNDLE_FORMAT_VERSION};
-use xray_pneumonia::pipeline::{bundle_side_films, fit_on_validation, metrics_table};
+use xray_pneumonia::pipeline::{
+    bundle_side_films, fit_on_validation, metrics_table, DEFAULT_REFER_ALPHA,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Fit calibration, operating points and the refer band on validation patients")]
@@ -57,7 +59,7 @@ fn run() -> Result<()> {
     let refer_alpha = args
         .refer_alpha
         .or(bundle.config.refer_band.as_ref().map(|band| band.alpha))
-        .unwrap_or(0.025);
+        .unwrap_or(DEFAULT_REFER_ALPHA);
     let fit = fit_on_validation(&probabilities, &labels, refer_alpha)?;
     let (calibration, band) = (&fit.calibration, &fit.refer_band);
     eprintln!(

@@ -268,6 +268,10 @@ pub const CONFORMAL_POINTS: [(&str, f64); 3] = [
     ("conformal_0.10", 0.10),
 ];
 
+/// The refer band's error rate per class where none is asked for: the rate of the bundles
+/// before it became a setting, and MobileNetV2's choice on the severe-shift design.
+pub const DEFAULT_REFER_ALPHA: f64 = 0.025;
+
 /// The rules behind a bundle's alternative operating points, all chosen on validation.
 pub fn standard_operating_rules() -> Vec<(&'static str, ThresholdRule)> {
     let conformal = CONFORMAL_POINTS

@@ -180,7 +180,7 @@ pub struct RunArgs {
     pub target_sensitivity: Option<f64>,
     /// Error rate per class of the conformal refer band fitted on validation, and of the default
     /// threshold (docs/shift.md, section 7).
-    #[arg(long, default_value_t = 0.025)]
+    #[arg(long, default_value_t = xray_pneumonia::pipeline::DEFAULT_REFER_ALPHA)]
     pub refer_alpha: f64,
     /// Skip unreadable images (listed in the bundle) instead of stopping.
     #[arg(long)]
