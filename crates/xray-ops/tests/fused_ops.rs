@@ -102,15 +102,20 @@ fn assert_same_training_step(
     Ok(())
 }
 
+/// Cases alternate between f64 (even) and f32 (odd), so every property is checked in both.
+fn dtype_of_case(case: usize) -> DType {
+    if case.is_multiple_of(2) {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
 #[test]
 fn batch_norm_relu_matches_candle_nn_in_both_modes() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for case in 0..12 {
-        let dtype = if case % 2 == 0 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let dtype = dtype_of_case(case);
         let tol = if dtype == DType::F64 { 1e-9 } else { 2e-4 };
         let shape = [
             rng.random_range(1..4),
@@ -167,11 +172,7 @@ fn naive_pool(x: &[f64], n_planes: usize, h: usize, w: usize, g: &[f64]) -> (Vec
 fn batch_norm_relu_pool_matches_the_ops_it_replaces() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     for case in 0..16 {
-        let dtype = if case % 2 == 0 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let dtype = dtype_of_case(case);
         let tol = if dtype == DType::F64 { 1e-9 } else { 2e-4 };
         let shape = [
             rng.random_range(1..4),
@@ -257,11 +258,7 @@ fn max_pool_matches_a_naive_loop_including_ties() -> candle_core::Result<()> {
 fn pointwise_conv_matches_broadcast_matmul_with_gradients() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     for case in 0..16 {
-        let dtype = if case % 2 == 0 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let dtype = dtype_of_case(case);
         let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
         // Batch 1 splits the product itself; larger batches run images in parallel.
         let (n, c, o) = (
@@ -299,11 +296,7 @@ fn pointwise_conv_matches_broadcast_matmul_with_gradients() -> candle_core::Resu
 fn dense_conv_matches_candle_conv2d_with_gradients() -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     for case in 0..14 {
-        let dtype = if case % 2 == 0 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let dtype = dtype_of_case(case);
         let tol = if dtype == DType::F64 { 1e-10 } else { 2e-5 };
         let k: usize = [1, 3, 5][case % 3];
         let p = rng.random_range(0..k);
