@@ -23,6 +23,7 @@ use crate::depthwise::depthwise_conv2d_bias_act;
 use crate::matmul::{matmul, MatRef};
 use crate::pointwise::pointwise_conv2d_bias_act;
 use crate::scratch;
+use crate::uninit::as_uninit;
 
 /// The weights of one inverted-residual block with BatchNorm folded in: each convolution's
 /// weight already carries its norm's scale, and its bias is the norm's shift.
@@ -697,14 +698,23 @@ fn backward<T: Element + Float>(
                 mask_relu6_in_place(&mut gz2, h2_n);
                 if wanted.params {
                     add_plane_sums(&mut acc.depthwise_b, &gz2, p2);
-                    depthwise::weight_grad_accumulate(h1_n, &gz2, &g, &mut acc.depthwise_w);
                 }
                 let expand_params = d.expand && wanted.params;
-                if !(wanted.input || expand_params) {
+                let needs_gz1 = wanted.input || expand_params;
+                // Both depthwise gradients in one pass over `gz2`.
+                depthwise::backward_into(
+                    h1_n,
+                    &gz2,
+                    wd,
+                    &g,
+                    d.expand.then_some(h1_n),
+                    // SAFETY: the kernel writes only initialised values.
+                    needs_gz1.then(|| unsafe { as_uninit(&mut gz1[..]) }),
+                    wanted.params.then_some(&mut acc.depthwise_w[..]),
+                );
+                if !needs_gz1 {
                     continue;
                 }
-                let mask = d.expand.then_some(h1_n);
-                depthwise::input_grad_into(&gz2, wd, &g, mask, &mut gz1);
                 if expand_params {
                     add_plane_sums(&mut acc.expand_b, &gz1, p1);
                     let xt = MatRef::row_major(x_n, c, p1).t();

@@ -46,6 +46,7 @@ mod pointwise;
 pub mod process;
 mod scratch;
 mod tracked;
+mod uninit;
 
 pub use batch_norm_relu::BatchNormRelu;
 pub use bias_act::bias_relu6;

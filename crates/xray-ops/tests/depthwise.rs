@@ -2,7 +2,7 @@
 //! shapes, strides, paddings and batch sizes, including odd sizes and 1x1 maps. With the `cuda`
 //! feature, the CUDA kernels face the same reference (the build then expects a GPU).
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xray_ops::depthwise_conv2d;
@@ -258,6 +258,50 @@ fn handles_one_by_one_maps_and_mobilenet_shapes() -> candle_core::Result<()> {
         },
     ] {
         check(&case, &mut rng)?;
+    }
+    Ok(())
+}
+
+/// The backward computes only the gradients candle tracks: with one argument a plain tensor
+/// (an input image, a frozen weight), the other's gradient still matches the reference, in f32
+/// and in f64, and the untracked one gets none.
+#[test]
+fn one_tracked_argument_gets_its_gradient_alone() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for (i, dtype) in (0..12).zip([DType::F32, DType::F64].into_iter().cycle()) {
+        let case = random_case(&mut rng);
+        let (oh, ow) = case.out();
+        let xs = random_vec(&mut rng, case.n * case.c * case.h * case.w);
+        let ws = random_vec(&mut rng, case.c * case.k * case.k);
+        let gs = random_vec(&mut rng, case.n * case.c * oh * ow);
+        let (_, gx_ref, gw_ref) = naive(&case, &xs, &ws, &gs);
+        let x = Tensor::from_vec(xs, (case.n, case.c, case.h, case.w), &dev)?.to_dtype(dtype)?;
+        let w = Tensor::from_vec(ws, (case.c, 1, case.k, case.k), &dev)?.to_dtype(dtype)?;
+        let g = Tensor::from_vec(gs, (case.n, case.c, oh, ow), &dev)?.to_dtype(dtype)?;
+        let loss = |x: &Tensor, w: &Tensor| {
+            (depthwise_conv2d(x, w, case.stride, case.pad)? * &g)?.sum_all()
+        };
+        let as_f32 = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let label = format!("case {i} {dtype:?} k{} s{}", case.k, case.stride);
+
+        let x_var = Var::from_tensor(&x)?;
+        let grads = loss(&x_var, &w)?.backward()?;
+        let gx = grads.get(&x_var).expect("input gradient");
+        assert_close(&format!("{label} input grad alone"), &as_f32(gx)?, &gx_ref);
+        assert!(
+            grads.get(&w).is_none(),
+            "{label}: untracked weight got a gradient"
+        );
+
+        let w_var = Var::from_tensor(&w)?;
+        let grads = loss(&x, &w_var)?.backward()?;
+        let gw = grads.get(&w_var).expect("weight gradient");
+        assert_close(&format!("{label} weight grad alone"), &as_f32(gw)?, &gw_ref);
+        assert!(
+            grads.get(&x).is_none(),
+            "{label}: untracked input got a gradient"
+        );
     }
     Ok(())
 }

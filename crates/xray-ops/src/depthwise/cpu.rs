@@ -8,7 +8,10 @@ use multiversion::multiversion;
 use multiversion::target::selected_target;
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
 use crate::bias_act::{mask_relu6_in_place, Epilogue};
+use crate::uninit::{as_uninit, assume_written, filled, write_copy};
 
 use super::flat::{correlate, weighted_sum, PlaneLayout, PolyphasePlane, Tap};
 
@@ -90,9 +93,9 @@ pub(crate) fn forward<T: Element + num_traits::Float>(
     g: &Geometry,
     epilogue: Option<Epilogue<'_, T>>,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); g.batch * g.channels * g.out_h() * g.out_w()];
-    forward_into(x, w, g, epilogue, &mut out);
-    out
+    let len = g.batch * g.channels * g.out_h() * g.out_w();
+    // SAFETY: `forward_planes` writes every output plane whole.
+    unsafe { filled(len, |out| forward_planes(x, w, g, epilogue, out)) }
 }
 
 /// [`forward`] into `out`, which holds `g.batch * g.channels` output planes.
@@ -103,6 +106,18 @@ pub(crate) fn forward_into<T: Element + num_traits::Float>(
     epilogue: Option<Epilogue<'_, T>>,
     out: &mut [T],
 ) {
+    // SAFETY: the kernels write only initialised values.
+    forward_planes(x, w, g, epilogue, unsafe { as_uninit(out) });
+}
+
+/// Writes every plane of `out` (`g.batch * g.channels` output planes).
+fn forward_planes<T: Element + num_traits::Float>(
+    x: &[T],
+    w: &[T],
+    g: &Geometry,
+    epilogue: Option<Epilogue<'_, T>>,
+    out: &mut [MaybeUninit<T>],
+) {
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let in_plane = g.in_h * g.in_w;
     out.par_chunks_mut(oh * ow)
@@ -111,6 +126,8 @@ pub(crate) fn forward_into<T: Element + num_traits::Float>(
             let c = plane % g.channels;
             let x = &x[plane * in_plane..(plane + 1) * in_plane];
             forward_plane(x, &w[c * k * k..(c + 1) * k * k], o, g, scratch);
+            // SAFETY: `forward_plane` wrote every row of the plane.
+            let o = unsafe { assume_written(o) };
             if let Some(epilogue) = &epilogue {
                 epilogue.apply(c, o);
             }
@@ -126,7 +143,7 @@ pub(crate) fn forward_into<T: Element + num_traits::Float>(
 fn forward_plane<T: Element>(
     x: &[T],
     wk: &[T],
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     g: &Geometry,
     (padded, flat, taps): &mut Scratch<T>,
 ) {
@@ -141,7 +158,7 @@ fn forward_plane<T: Element>(
     taps.extend((0..k * k).map(|t| (padded.run_start(t / k, t % k), wk[t])));
     weighted_sum(flat, padded.data(), taps, has_fma);
     for (o, f) in out.chunks_exact_mut(ow).zip(flat.chunks_exact(layout.cols)) {
-        o.copy_from_slice(&f[..ow]);
+        write_copy(o, &f[..ow]);
     }
 }
 
@@ -152,31 +169,99 @@ pub(crate) fn input_grad<T: Element + num_traits::Float>(
     w: &[T],
     g: &Geometry,
 ) -> Vec<T> {
-    let mut grad_in = vec![T::default(); g.batch * g.channels * g.in_h * g.in_w];
-    input_grad_into(grad_out, w, g, None, &mut grad_in);
-    grad_in
+    backward(&[], grad_out, w, g, (true, false))
+        .0
+        .unwrap_or_default()
 }
 
-/// [`input_grad`] into `grad_in`; with `relu6_output`, each plane is then masked by ReLU6's
-/// derivative read from that output (the input of this convolution), while it is in cache.
-pub(crate) fn input_grad_into<T: Element + num_traits::Float>(
+/// Gradient with respect to the weights: per channel, the correlation of output gradients with
+/// the (padded) inputs, summed over the batch in f64.
+pub(crate) fn weight_grad<T: Element + num_traits::Float>(
+    x: &[T],
+    grad_out: &[T],
+    g: &Geometry,
+) -> Vec<T> {
+    backward(x, grad_out, &[], g, (false, true))
+        .1
+        .unwrap_or_default()
+}
+
+/// The input gradient (if `want_input`) and the weight gradient (if `want_weight`) in one pass
+/// ([`backward_into`]). Reading the output gradient once instead of twice, and writing the input
+/// gradient without zeroing it first, saves two of the five passes over memory that the
+/// separate kernels make.
+pub(crate) fn backward<T: Element + num_traits::Float>(
+    x: &[T],
+    grad_out: &[T],
+    w: &[T],
+    g: &Geometry,
+    (want_input, want_weight): (bool, bool),
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let mut sums = vec![0f64; g.channels * g.kernel * g.kernel];
+    let weight_sums = want_weight.then_some(&mut sums[..]);
+    let grad_in = if want_input {
+        let len = g.batch * g.channels * g.in_h * g.in_w;
+        let fill = |grad_in: &mut [MaybeUninit<T>]| {
+            backward_into(x, grad_out, w, g, None, Some(grad_in), weight_sums);
+        };
+        // SAFETY: `backward_into` writes every plane of the input gradient it is given.
+        Some(unsafe { filled(len, fill) })
+    } else {
+        backward_into(x, grad_out, w, g, None, None, weight_sums);
+        None
+    };
+    let grad_w = want_weight.then(|| sums.into_iter().map(T::from_f64).collect());
+    (grad_in, grad_w)
+}
+
+/// Both gradients in one pass over the planes: each task takes one channel and, image by
+/// image, writes that plane's input gradient into `grad_in` (masked by ReLU6's derivative read
+/// from `relu6_output`, if given) and adds its weight-gradient sums to `weight_sums` (in f64,
+/// over the images in order) while the plane's output gradient is still in cache. Every plane
+/// of `grad_in` is written.
+pub(crate) fn backward_into<T: Element + num_traits::Float>(
+    x: &[T],
     grad_out: &[T],
     w: &[T],
     g: &Geometry,
     relu6_output: Option<&[T]>,
-    grad_in: &mut [T],
+    grad_in: Option<&mut [MaybeUninit<T>]>,
+    weight_sums: Option<&mut [f64]>,
 ) {
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
-    let in_plane = g.in_h * g.in_w;
-    grad_in
-        .par_chunks_mut(in_plane)
+    let (in_plane, out_plane) = (g.in_h * g.in_w, oh * ow);
+    // Each channel's input-gradient planes (one per image), so that a task owns them all.
+    let mut by_channel: Vec<Vec<&mut [MaybeUninit<T>]>> = (0..g.channels)
+        .map(|_| Vec::with_capacity(g.batch))
+        .collect();
+    if let Some(grad_in) = grad_in {
+        for (plane, gi) in grad_in.chunks_exact_mut(in_plane.max(1)).enumerate() {
+            by_channel[plane % g.channels].push(gi);
+        }
+    }
+    let want_weight = weight_sums.is_some();
+    let mut no_sums = vec![0f64; if want_weight { 0 } else { g.channels * k * k }];
+    let sums = weight_sums.unwrap_or(&mut no_sums);
+    by_channel
+        .into_par_iter()
+        .zip(sums.par_chunks_mut(k * k))
         .enumerate()
-        .for_each_init(scratch, |scratch, (plane, gi)| {
-            let c = plane % g.channels;
-            let go = &grad_out[plane * oh * ow..(plane + 1) * oh * ow];
-            input_grad_plane(go, &w[c * k * k..(c + 1) * k * k], gi, g, scratch);
-            if let Some(out) = relu6_output {
-                mask_relu6_in_place(gi, &out[plane * in_plane..(plane + 1) * in_plane]);
+        .for_each_init(scratch, |scratch, (c, (mut planes, sums))| {
+            for n in 0..g.batch {
+                let plane = n * g.channels + c;
+                if let Some(gi) = planes.get_mut(n) {
+                    let go = &grad_out[plane * out_plane..(plane + 1) * out_plane];
+                    let wk = &w[c * k * k..(c + 1) * k * k];
+                    input_grad_plane(go, wk, gi, g, scratch);
+                    // SAFETY: `input_grad_plane` wrote every pixel of the plane.
+                    let gi = unsafe { assume_written(gi) };
+                    if let Some(out) = relu6_output {
+                        mask_relu6_in_place(gi, &out[plane * in_plane..(plane + 1) * in_plane]);
+                    }
+                }
+                if want_weight {
+                    weight_grad_plane(x, grad_out, plane, g, scratch, sums);
+                }
             }
         });
 }
@@ -193,7 +278,7 @@ pub(crate) fn input_grad_into<T: Element + num_traits::Float>(
 fn input_grad_plane<T: Element>(
     go: &[T],
     wk: &[T],
-    gi: &mut [T],
+    gi: &mut [MaybeUninit<T>],
     g: &Geometry,
     (padded, flat, taps): &mut Scratch<T>,
 ) {
@@ -232,45 +317,20 @@ fn input_grad_plane<T: Element>(
         let r = iy + p;
         let phase_row = |b: usize| ((r % s) * s + b) * len + (r / s) * cols;
         if s == 1 {
-            row.copy_from_slice(&flat[phase_row(0) + p..phase_row(0) + p + g.in_w]);
+            write_copy(row, &flat[phase_row(0) + p..phase_row(0) + p + g.in_w]);
             continue;
         }
         // Input column ix is padded column ix + p: phase (ix + p) % s, index (ix + p) / s. Each
-        // phase fills every s-th column, its index rising by one (no division per pixel).
+        // phase fills every s-th column, its index rising by one (no division per pixel); as b
+        // runs over the s phases, `first` runs over 0..s, so every column is written.
         for b in 0..s {
             let first = (b + s - p % s) % s;
             let src = &flat[phase_row(b) + (first + p) / s..];
             for (v, &f) in row.iter_mut().skip(first).step_by(s).zip(src) {
-                *v = f;
+                v.write(f);
             }
         }
     }
-}
-
-/// Gradient with respect to the weights: per channel, the correlation of output gradients with
-/// the (padded) inputs, summed over the batch in f64.
-pub(crate) fn weight_grad<T: Element>(x: &[T], grad_out: &[T], g: &Geometry) -> Vec<T> {
-    let k = g.kernel;
-    let mut acc = vec![0f64; g.channels * k * k];
-    weight_grad_accumulate(x, grad_out, g, &mut acc);
-    acc.into_iter().map(T::from_f64).collect()
-}
-
-/// Adds [`weight_grad`]'s sums, in f64, to `acc` (`g.channels * k * k`): channels in parallel.
-pub(crate) fn weight_grad_accumulate<T: Element>(
-    x: &[T],
-    grad_out: &[T],
-    g: &Geometry,
-    acc: &mut [f64],
-) {
-    let k = g.kernel;
-    acc.par_chunks_mut(k * k)
-        .enumerate()
-        .for_each_init(scratch, |scratch, (c, acc)| {
-            for n in 0..g.batch {
-                weight_grad_plane(x, grad_out, n * g.channels + c, g, scratch, acc);
-            }
-        });
 }
 
 #[multiversion(targets(

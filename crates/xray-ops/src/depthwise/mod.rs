@@ -14,7 +14,7 @@ mod flat;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 use crate::bias_act::{bias_act_backward, bias_relu6, Epilogue};
-use crate::cpu_storage::{dispatch, dispatch3};
+use crate::cpu_storage::{dispatch, dispatch3, slice};
 use crate::tracked::if_tracked;
 use cpu::Geometry;
 
@@ -176,6 +176,9 @@ fn backward(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    if x.device().is_cpu() {
+        return cpu_backward(x, weight, grad, stride, padding);
+    }
     let (_, _, in_h, in_w) = x.dims4()?;
     let grad_x = if_tracked(x, || {
         let geometry = InputGrad {
@@ -195,6 +198,60 @@ fn backward(
         x.apply_op2_no_bwd(grad, &geometry)
     })?;
     Ok((grad_x, grad_w))
+}
+
+/// [`backward`] on CPU: both gradients in one pass ([`cpu::backward`]), straight from the
+/// storages (two gradients from one kernel do not fit a custom op's single output).
+fn cpu_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let wanted = (x.track_op(), weight.track_op());
+    if wanted == (false, false) {
+        return Ok((None, None));
+    }
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let (w_storage, w_layout) = weight.storage_and_layout();
+    let (g_storage, g_layout) = grad.storage_and_layout();
+    let g = geometry(x_layout, weight.dim(2)?, stride, padding)?;
+    let op = "depthwise_conv2d backward";
+    use candle_core::Storage::Cpu;
+    match (&*x_storage, &*w_storage, &*g_storage) {
+        (Cpu(CpuStorage::F32(xs)), Cpu(CpuStorage::F32(ws)), Cpu(CpuStorage::F32(gs))) => {
+            let xs = slice(xs, x_layout, op, "input")?;
+            let ws = slice(ws, w_layout, op, "weight")?;
+            let gs = slice(gs, g_layout, op, "output gradient")?;
+            gradient_tensors(cpu::backward(xs, gs, ws, &g, wanted), (x, weight))
+        }
+        (Cpu(CpuStorage::F64(xs)), Cpu(CpuStorage::F64(ws)), Cpu(CpuStorage::F64(gs))) => {
+            let xs = slice(xs, x_layout, op, "input")?;
+            let ws = slice(ws, w_layout, op, "weight")?;
+            let gs = slice(gs, g_layout, op, "output gradient")?;
+            gradient_tensors(cpu::backward(xs, gs, ws, &g, wanted), (x, weight))
+        }
+        _ => bail!(
+            "{op}: input, weight and output gradient must all be f32 or all f64, got {:?}, {:?} and {:?}",
+            x.dtype(),
+            weight.dtype(),
+            grad.dtype()
+        ),
+    }
+}
+
+/// The gradients computed, as tensors shaped like the input and the weight.
+fn gradient_tensors<T: candle_core::WithDType>(
+    (gx, gw): (Option<Vec<T>>, Option<Vec<T>>),
+    (x, weight): (&Tensor, &Tensor),
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let tensor = |values: Option<Vec<T>>, like: &Tensor| {
+        values
+            .map(|v| Tensor::from_vec(v, like.shape(), like.device()))
+            .transpose()
+    };
+    Ok((tensor(gx, x)?, tensor(gw, weight)?))
 }
 
 struct DepthwiseBiasAct {
