@@ -1,8 +1,19 @@
-//! Shared plumbing of the CPU custom ops: contiguous slices of a storage, and running a kernel
-//! on two f32 or two f64 storages.
+//! Shared plumbing of the CPU custom ops: contiguous slices of a storage, running a kernel on
+//! two f32 or two f64 storages, and handing computed gradients back as tensors.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, Layout};
+use candle_core::{bail, CpuStorage, Layout, Tensor};
+
+/// A gradient a backward computed from the storages (if it was asked for), as a tensor shaped
+/// like the argument it belongs to.
+pub(crate) fn gradient_like<T: candle_core::WithDType>(
+    values: Option<Vec<T>>,
+    like: &Tensor,
+) -> candle_core::Result<Option<Tensor>> {
+    values
+        .map(|v| Tensor::from_vec(v, like.shape(), like.device()))
+        .transpose()
+}
 
 /// The contiguous data of `layout` in `data`; `op` and `what` name the op and the argument in
 /// the error.

@@ -17,7 +17,7 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 use crate::bias_act::{mask_relu6_in_place, plane_sum, Epilogue};
-use crate::cpu_storage::slice;
+use crate::cpu_storage::{gradient_like, slice};
 use crate::depthwise::cpu::{self as depthwise, Element, Geometry};
 use crate::depthwise::depthwise_conv2d_bias_act;
 use crate::matmul::{matmul, MatRef};
@@ -878,21 +878,10 @@ impl FusedBlock {
         );
         let (gx, gp) = backward(args, saved, &self.dims, wanted)?;
         Ok((
-            tensor_if(wanted.input, gx, x)?,
-            tensor_if(wanted.params, gp, params)?,
+            gradient_like(wanted.input.then_some(gx), x)?,
+            gradient_like(wanted.params.then_some(gp), params)?,
         ))
     }
-}
-
-/// `values` as a tensor shaped like `like`, when that gradient was asked for.
-fn tensor_if<T: candle_core::WithDType>(
-    wanted: bool,
-    values: Vec<T>,
-    like: &Tensor,
-) -> candle_core::Result<Option<Tensor>> {
-    wanted
-        .then(|| Tensor::from_vec(values, like.shape(), like.device()))
-        .transpose()
 }
 
 fn lock_error() -> candle_core::Error {

@@ -14,7 +14,7 @@ mod flat;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 use crate::bias_act::{bias_act_backward, bias_relu6, Epilogue};
-use crate::cpu_storage::{dispatch, dispatch3, slice};
+use crate::cpu_storage::{dispatch, dispatch3, gradient_like, slice};
 use crate::tracked::if_tracked;
 use cpu::Geometry;
 
@@ -224,13 +224,15 @@ fn cpu_backward(
             let xs = slice(xs, x_layout, op, "input")?;
             let ws = slice(ws, w_layout, op, "weight")?;
             let gs = slice(gs, g_layout, op, "output gradient")?;
-            gradient_tensors(cpu::backward(xs, gs, ws, &g, wanted), (x, weight))
+            let (gx, gw) = cpu::backward(xs, gs, ws, &g, wanted);
+            Ok((gradient_like(gx, x)?, gradient_like(gw, weight)?))
         }
         (Cpu(CpuStorage::F64(xs)), Cpu(CpuStorage::F64(ws)), Cpu(CpuStorage::F64(gs))) => {
             let xs = slice(xs, x_layout, op, "input")?;
             let ws = slice(ws, w_layout, op, "weight")?;
             let gs = slice(gs, g_layout, op, "output gradient")?;
-            gradient_tensors(cpu::backward(xs, gs, ws, &g, wanted), (x, weight))
+            let (gx, gw) = cpu::backward(xs, gs, ws, &g, wanted);
+            Ok((gradient_like(gx, x)?, gradient_like(gw, weight)?))
         }
         _ => bail!(
             "{op}: input, weight and output gradient must all be f32 or all f64, got {:?}, {:?} and {:?}",
@@ -239,19 +241,6 @@ fn cpu_backward(
             grad.dtype()
         ),
     }
-}
-
-/// The gradients computed, as tensors shaped like the input and the weight.
-fn gradient_tensors<T: candle_core::WithDType>(
-    (gx, gw): (Option<Vec<T>>, Option<Vec<T>>),
-    (x, weight): (&Tensor, &Tensor),
-) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-    let tensor = |values: Option<Vec<T>>, like: &Tensor| {
-        values
-            .map(|v| Tensor::from_vec(v, like.shape(), like.device()))
-            .transpose()
-    };
-    Ok((tensor(gx, x)?, tensor(gw, weight)?))
 }
 
 struct DepthwiseBiasAct {
